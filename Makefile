@@ -1,0 +1,36 @@
+# Two commands set everything up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hilnas-installed
+# The CPU build of PyTorch: any looser pin would download the CUDA build (gigabytes).
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install demo test lint dashboard clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hilnas demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+dashboard: $(STAMP)
+	$(BIN)/hilnas dashboard
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

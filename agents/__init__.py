@@ -1,0 +1,1 @@
+"""LLM gateway (litellm), Agent-as-a-Judge and the orchestrating agent."""

@@ -1,0 +1,1 @@
+"""The Streamlit Pareto-frontier dashboard; it reads only from the SQL store."""

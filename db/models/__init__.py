@@ -1,0 +1,6 @@
+"""ORM models, one module per area; importing this package registers every table on ``Base``."""
+
+from db.models.base import Base
+from db.models.core import Artifact, HypervolumePoint, Measurement, Search, Trial
+
+__all__ = ["Artifact", "Base", "HypervolumePoint", "Measurement", "Search", "Trial"]

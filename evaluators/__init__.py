@@ -1,0 +1,1 @@
+"""Quality evaluators: LM loss/perplexity, VOS J&F, quantized-model quality, data quality."""

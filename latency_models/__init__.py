@@ -1,0 +1,1 @@
+"""Hardware backends (measurement protocol) and learned latency predictors."""

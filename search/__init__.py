@@ -1,0 +1,1 @@
+"""Search spaces, families, the Optuna-on-Ray driver and Pareto/hypervolume bookkeeping."""

@@ -1,0 +1,393 @@
+"""The search driver: one process owns the Optuna study and is the only writer of the store.
+
+It asks the sampler for trials in batches, evaluates them as Ray work (quality as tasks, latency
+on the device's actor), retries trials that raise, crash or time out, and tells the results back.
+A search survives ``kill -9``: every asked trial has a row before it is dispatched, a result is
+stored before Optuna is told, and ``resume`` re-dispatches exactly the trials left unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import ray
+from optuna.trial import TrialState
+
+from hilnas.errors import Interrupted, UserError
+from hilnas.settings import get_settings
+from search import executor
+from search.family import Evaluation, Family, InvalidCandidate, TrialContext
+from search.pareto import hypervolume, pareto_mask, to_minimization
+from search.recorder import FINISHED_STATES, SearchRecorder, TrialOutcome, load_search
+from search.spec import SearchSpec
+from search.study import CONSTRAINTS_ATTR, open_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class Progress:
+    finished: int
+    target: int
+    failed: int
+    hypervolume: float | None
+
+
+@dataclass
+class _InFlight:
+    number: int
+    trial: optuna.Trial
+    params: dict[str, Any]
+    attempt: int
+    started: float
+    refs: list[ray.ObjectRef] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    search_id: int
+    finished: int
+    failed: int
+    hypervolume: float | None
+    status: str
+
+
+class SearchDriver:
+    """Runs one search to its trial budget; create with ``start`` or ``resume``."""
+
+    def __init__(self, spec: SearchSpec, recorder: SearchRecorder, study: optuna.Study, db_url: str) -> None:
+        self.spec = spec
+        self.recorder = recorder
+        self.study = study
+        self.db_url = db_url
+        self.family: Family = spec.build_family()
+        self.options_json = json.dumps(spec.options, sort_keys=True)
+        self.objective_names = [o.name for o in spec.objectives or []]
+        self.directions = [o.direction for o in spec.objectives or []]
+        self.device = spec.device or get_settings().device
+        self.artifact_dir = Path(get_settings().artifact_dir) / f"search-{recorder.search_id}"
+        self.reference: list[float] | None = None
+        self._in_flight: dict[int, _InFlight] = {}
+        self._pending: list[_InFlight] = []  # asked or resumed, waiting for a free slot
+        self._finished = 0
+        self._failed = 0
+        self._front_values: dict[int, np.ndarray] = {}  # number -> minimisation values of feasible trials
+        self._hypervolume: float | None = None
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def start(cls, spec: SearchSpec, db_url: str | None = None) -> SearchDriver:
+        db_url = db_url or get_settings().db_url
+        recorder = SearchRecorder.create_search(db_url, spec)
+        study = open_study(spec, recorder.study_name, db_url, create=True)
+        return cls(spec, recorder, study, db_url)
+
+    @classmethod
+    def resume(cls, search_id: int, db_url: str | None = None) -> SearchDriver:
+        db_url = db_url or get_settings().db_url
+        search = load_search(db_url, search_id)
+        if search is None:
+            raise UserError(f"There is no search with id {search_id} in the store.")
+        spec = SearchSpec.model_validate(search.spec)
+        recorder = SearchRecorder(db_url, search_id)
+        try:
+            study = open_study(spec, recorder.study_name, db_url, create=False)
+        except KeyError as exc:
+            raise UserError(f"Search {search_id} has no Optuna study in the store; it cannot be resumed.") from exc
+        driver = cls(spec, recorder, study, db_url)
+        driver.reference = search.reference_point
+        return driver
+
+    @property
+    def search_id(self) -> int:
+        return self.recorder.search_id
+
+    # ----------------------------------------------------------------- main loop
+
+    def run(
+        self,
+        address: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> SearchResult:
+        """Evaluate trials until the budget is met; Ctrl-C raises ``Interrupted``."""
+        executor.connect_ray(address or get_settings().ray_address, [self.device])
+        actor = None
+        if self.family.needs_device:
+            executor.require_device(self.device)
+            actor = executor.device_actor(self.device)
+        self._restore()
+        self.recorder.set_status("running")
+        budget = self.spec.budget
+        try:
+            self._report(on_progress)
+            while self._finished < budget.trials:
+                self._top_up()
+                self._dispatch(actor)
+                if not self._in_flight:
+                    continue
+                self._collect(actor)
+                self._report(on_progress)
+        except KeyboardInterrupt as exc:
+            self._cancel_all()
+            self.recorder.set_status("interrupted")
+            raise Interrupted(
+                f"Search {self.search_id} was interrupted after {self._finished} finished trials; "
+                f"continue it with `hilnas search resume {self.search_id}`."
+            ) from exc
+        except BaseException as exc:
+            self._cancel_all()
+            self.recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.recorder.set_status("finished")
+        return SearchResult(self.search_id, self._finished, self._failed, self._hypervolume, "finished")
+
+    def _report(self, on_progress: Callable[[Progress], None] | None) -> None:
+        if on_progress is not None:
+            on_progress(Progress(self._finished, self.spec.budget.trials, self._failed, self._hypervolume))
+
+    # ----------------------------------------------------------------- resume
+
+    def _restore(self) -> None:
+        """Rebuild in-memory state from the store and put unfinished trials back in the queue."""
+        rows = {row.number: row for row in self.recorder.load_trials()}
+        for row in rows.values():
+            if row.state in FINISHED_STATES:
+                self._finished += 1
+                self._failed += row.state != "complete"
+                if row.state == "complete" and row.feasible and row.values is not None:
+                    self._front_values[row.number] = self._min_values(row.values)
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            row = rows.get(frozen.number)
+            trial = optuna.Trial(self.study, frozen._trial_id)
+            if row is None:
+                # Asked, then the driver died before the row was written: it never ran.
+                self.study.tell(trial, state=TrialState.FAIL)
+            elif row.state == "complete":
+                self._tell_complete(trial, row.values or {}, row.metrics or {})
+            elif row.state in FINISHED_STATES:
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                self._pending.append(_InFlight(row.number, trial, row.params, row.attempts + 1, 0.0))
+        if self._finished:
+            self._refresh_front()
+
+    # ----------------------------------------------------------------- asking
+
+    def _top_up(self) -> None:
+        """Ask the sampler for a batch when the queue runs dry and budget remains."""
+        budget = self.spec.budget
+        outstanding = self._finished + len(self._in_flight) + len(self._pending)
+        room = budget.trials - outstanding
+        if self._pending or room <= 0 or len(self._in_flight) >= budget.max_concurrency:
+            return
+        asked: list[_InFlight] = []
+        invalid: list[tuple[_InFlight, str]] = []
+        for _ in range(min(budget.batch_size, room)):
+            trial = self.study.ask()
+            params = self.spec.space.sample(trial)
+            entry = _InFlight(trial.number, trial, params, 1, 0.0)
+            try:
+                self.family.check_candidate(params)
+            except InvalidCandidate as exc:
+                invalid.append((entry, str(exc)))
+                continue
+            asked.append(entry)
+        self.recorder.add_running(
+            [(e.number, e.params, self.family.arch_hash(e.params)) for e in asked + [i[0] for i in invalid]]
+        )
+        if invalid:
+            self.recorder.finish(
+                [TrialOutcome(e.number, "invalid", 0, error=f"invalid candidate: {reason}") for e, reason in invalid]
+            )
+            for entry, _reason in invalid:
+                self.study.tell(entry.trial, state=TrialState.FAIL)
+            self._finished += len(invalid)
+            self._failed += len(invalid)
+        self._pending.extend(asked)
+
+    # ----------------------------------------------------------------- dispatching
+
+    def _dispatch(self, actor: ray.actor.ActorHandle | None) -> None:
+        cpus = self.spec.budget.cpus_per_trial
+        while self._pending and len(self._in_flight) < self.spec.budget.max_concurrency:
+            entry = self._pending.pop(0)
+            context = TrialContext(
+                search_id=self.search_id,
+                trial_number=entry.number,
+                attempt=entry.attempt,
+                seed=(self.spec.sampler.seed or 0) * 100_003 + entry.number,
+                artifact_dir=self.artifact_dir,
+            )
+            entry.refs = [
+                executor.evaluate_quality.options(num_cpus=cpus).remote(
+                    self.family.name, self.options_json, entry.params, context
+                )
+            ]
+            if actor is not None:
+                entry.refs.append(actor.measure.remote(self.family.name, self.options_json, entry.params, context))
+            entry.started = time.monotonic()
+            self._in_flight[entry.number] = entry
+
+    def _cancel_all(self) -> None:
+        for entry in self._in_flight.values():
+            for ref in entry.refs:
+                try:
+                    ray.cancel(ref, force=True)
+                except (TypeError, ValueError):  # actor calls cannot be force-cancelled
+                    ray.cancel(ref)
+        self._in_flight.clear()
+
+    # ----------------------------------------------------------------- collecting
+
+    def _collect(self, actor: ray.actor.ActorHandle | None) -> None:
+        """Wait for at least one trial to finish (or time out), then record every finished one."""
+        refs = [ref for entry in self._in_flight.values() for ref in entry.refs]
+        ray.wait(refs, num_returns=1, timeout=self._wait_timeout())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready_set = set(ready)
+        outcomes: list[TrialOutcome] = []
+        completed: list[tuple[_InFlight, TrialOutcome]] = []
+        for entry in list(self._in_flight.values()):
+            if all(ref in ready_set for ref in entry.refs):
+                del self._in_flight[entry.number]
+                outcome = self._settle(entry)
+            elif self._timed_out(entry):
+                del self._in_flight[entry.number]
+                self._cancel_entry(entry, actor)
+                timeout = self.spec.budget.trial_timeout_s
+                outcome = self._retry_or_fail(entry, f"TimeoutError: trial exceeded {timeout:g} s")
+            else:
+                continue
+            if outcome is not None:
+                outcomes.append(outcome)
+                completed.append((entry, outcome))
+        self.recorder.finish(outcomes)
+        for entry, outcome in completed:
+            self._finished += 1
+            if outcome.state == "complete":
+                self._tell_complete(entry.trial, outcome.values or {}, outcome.metrics or {})
+                if outcome.feasible:
+                    self._front_values[entry.number] = self._min_values(outcome.values or {})
+            else:
+                self._failed += 1
+                self.study.tell(entry.trial, state=TrialState.FAIL)
+        if any(o.state == "complete" for o in outcomes):
+            self._refresh_front()
+
+    def _wait_timeout(self) -> float:
+        timeout = self.spec.budget.trial_timeout_s
+        if timeout is None:
+            return 1.0
+        now = time.monotonic()
+        nearest = min(entry.started + timeout - now for entry in self._in_flight.values())
+        return max(0.01, min(1.0, nearest))
+
+    def _timed_out(self, entry: _InFlight) -> bool:
+        timeout = self.spec.budget.trial_timeout_s
+        return timeout is not None and time.monotonic() - entry.started > timeout
+
+    def _cancel_entry(self, entry: _InFlight, actor: ray.actor.ActorHandle | None) -> None:
+        ray.cancel(entry.refs[0], force=True)
+        if actor is not None and len(entry.refs) > 1:
+            ray.kill(actor, no_restart=False)  # a hung measurement: restart the actor
+
+    def _settle(self, entry: _InFlight) -> TrialOutcome | None:
+        """Turn a finished attempt into an outcome, or re-queue it (returns None) for a retry."""
+        try:
+            evaluations: list[Evaluation] = ray.get(entry.refs)
+        except Exception as exc:  # a raising family, a dead worker or actor: all retryable
+            return self._retry_or_fail(entry, executor.describe_exception(exc))
+        metrics: dict[str, float] = {}
+        measurements: list[dict[str, Any]] = []
+        artifacts: list[dict[str, Any]] = []
+        for evaluation in evaluations:
+            metrics.update(evaluation.metrics)
+            measurements.extend(evaluation.measurements)
+            artifacts.extend(evaluation.artifacts)
+        missing = [name for name in self.objective_names if name not in metrics]
+        bad = [name for name in self.objective_names if name in metrics and not math.isfinite(metrics[name])]
+        node = evaluations[0].info.get("node")
+        duration = time.monotonic() - entry.started
+        if missing or bad:
+            problem = f"missing {missing}" if missing else f"non-finite {bad}"
+            return TrialOutcome(
+                entry.number,
+                "failed",
+                entry.attempt,
+                metrics=metrics,
+                node=node,
+                duration_s=duration,
+                error=f"ValueError: the evaluation reported {problem} objective values",
+            )
+        feasible = all(c.violation(metrics[c.metric]) <= 0 for c in self.spec.constraints if c.metric in metrics)
+        return TrialOutcome(
+            entry.number,
+            "complete",
+            entry.attempt,
+            values={name: float(metrics[name]) for name in self.objective_names},
+            metrics=metrics,
+            feasible=feasible,
+            node=node,
+            arch_hash=self.family.arch_hash(entry.params),
+            duration_s=duration,
+            measurements=measurements,
+            artifacts=artifacts,
+        )
+
+    def _retry_or_fail(self, entry: _InFlight, error: str) -> TrialOutcome | None:
+        if entry.attempt <= self.spec.budget.max_retries:
+            self.recorder.note_failed_attempt(entry.number, entry.attempt, error)
+            self._pending.append(_InFlight(entry.number, entry.trial, entry.params, entry.attempt + 1, 0.0))
+            return None
+        return TrialOutcome(entry.number, "failed", entry.attempt, error=error)
+
+    def _tell_complete(self, trial: optuna.Trial, values: dict[str, float], metrics: dict[str, float]) -> None:
+        if self.spec.constraints:
+            violations = [c.violation(metrics.get(c.metric, math.inf)) for c in self.spec.constraints]
+            trial.set_user_attr(CONSTRAINTS_ATTR, violations)
+        self.study.tell(trial, [values[name] for name in self.objective_names])
+
+    # ----------------------------------------------------------------- Pareto front
+
+    def _min_values(self, values: dict[str, float]) -> np.ndarray:
+        return to_minimization(np.array([[values[n] for n in self.objective_names]]), self.directions)[0]
+
+    def _refresh_front(self) -> None:
+        if not self._front_values:
+            return
+        numbers = list(self._front_values)
+        points = np.stack([self._front_values[n] for n in numbers])
+        if self.reference is None:
+            self.reference = self._reference_point(points)
+            self.recorder.set_reference_point(self.reference)
+        mask = pareto_mask(points)
+        front_numbers = {n for n, on_front in zip(numbers, mask, strict=True) if on_front}
+        volume = hypervolume(points[mask], self._min_reference())
+        self._hypervolume = volume
+        self.recorder.update_front(front_numbers, volume, self._finished)
+
+    def _reference_point(self, points: np.ndarray) -> list[float]:
+        """The spec's reference values (in the objectives' own direction), else 10% past the worst seen."""
+        worst = points.max(axis=0)
+        spread = np.maximum(np.abs(worst), 1e-9) * 0.1
+        reference = []
+        for i, objective in enumerate(self.spec.objectives or []):
+            if objective.reference is not None:
+                reference.append(float(objective.reference))
+            else:
+                fallback = worst[i] + spread[i]
+                reference.append(float(-fallback if objective.direction == "maximize" else fallback))
+        return reference
+
+    def _min_reference(self) -> list[float]:
+        assert self.reference is not None
+        return list(to_minimization(np.array([self.reference]), self.directions)[0])

@@ -1,0 +1,1 @@
+"""Multi-objective test problems with known Pareto fronts, for checking the search engine against truth."""
