@@ -3,7 +3,8 @@
 It asks the sampler for trials in batches, evaluates them as Ray work (quality as tasks, latency
 on the device's actor), retries trials that raise, crash or time out, and tells the results back.
 A search survives ``kill -9``: every asked trial has a row before it is dispatched, a result is
-stored before Optuna is told, and ``resume`` re-dispatches exactly the trials left unfinished.
+stored before the sampler hears of it, and ``resume`` rebuilds the sampler's study from the store
+and re-dispatches exactly the trials left unfinished, under their original numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from search.family import Evaluation, Family, InvalidCandidate, TrialContext
 from search.pareto import hypervolume, pareto_mask, to_minimization
 from search.recorder import FINISHED_STATES, SearchRecorder, TrialOutcome, load_search
 from search.spec import SearchSpec
-from search.study import CONSTRAINTS_ATTR, open_study
+from search.study import StudyMirror, finished_trial, working_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -47,7 +48,7 @@ class _InFlight:
     trial: optuna.Trial
     params: dict[str, Any]
     attempt: int
-    started: float
+    started: float = 0.0
     refs: list[ray.ObjectRef] = field(default_factory=list)
 
 
@@ -63,20 +64,22 @@ class SearchResult:
 class SearchDriver:
     """Runs one search to its trial budget; create with ``start`` or ``resume``."""
 
-    def __init__(self, spec: SearchSpec, recorder: SearchRecorder, study: optuna.Study, db_url: str) -> None:
+    def __init__(self, spec: SearchSpec, recorder: SearchRecorder, db_url: str) -> None:
         self.spec = spec
         self.recorder = recorder
-        self.study = study
         self.db_url = db_url
-        self.family: Family = spec.build_family()
-        self.options_json = json.dumps(spec.options, sort_keys=True)
+        self.study = working_study(spec)
         self.objective_names = [o.name for o in spec.objectives or []]
         self.directions = [o.direction for o in spec.objectives or []]
+        self.mirror = StudyMirror(recorder.study_name, db_url, self.directions)
+        self.family: Family = spec.build_family()
+        self.options_json = json.dumps(spec.options, sort_keys=True)
         self.device = spec.device or get_settings().device
         self.artifact_dir = Path(get_settings().artifact_dir) / f"search-{recorder.search_id}"
         self.reference: list[float] | None = None
         self._in_flight: dict[int, _InFlight] = {}
         self._pending: list[_InFlight] = []  # asked or resumed, waiting for a free slot
+        self._next_number = 0
         self._finished = 0
         self._failed = 0
         self._front_values: dict[int, np.ndarray] = {}  # number -> minimisation values of feasible trials
@@ -87,9 +90,7 @@ class SearchDriver:
     @classmethod
     def start(cls, spec: SearchSpec, db_url: str | None = None) -> SearchDriver:
         db_url = db_url or get_settings().db_url
-        recorder = SearchRecorder.create_search(db_url, spec)
-        study = open_study(spec, recorder.study_name, db_url, create=True)
-        return cls(spec, recorder, study, db_url)
+        return cls(spec, SearchRecorder.create_search(db_url, spec), db_url)
 
     @classmethod
     def resume(cls, search_id: int, db_url: str | None = None) -> SearchDriver:
@@ -97,14 +98,9 @@ class SearchDriver:
         search = load_search(db_url, search_id)
         if search is None:
             raise UserError(f"There is no search with id {search_id} in the store.")
-        spec = SearchSpec.model_validate(search.spec)
-        recorder = SearchRecorder(db_url, search_id)
-        try:
-            study = open_study(spec, recorder.study_name, db_url, create=False)
-        except KeyError as exc:
-            raise UserError(f"Search {search_id} has no Optuna study in the store; it cannot be resumed.") from exc
-        driver = cls(spec, recorder, study, db_url)
+        driver = cls(SearchSpec.model_validate(search.spec), SearchRecorder(db_url, search_id), db_url)
         driver.reference = search.reference_point
+        driver._restore()
         return driver
 
     @property
@@ -124,7 +120,6 @@ class SearchDriver:
         if self.family.needs_device:
             executor.require_device(self.device)
             actor = executor.device_actor(self.device)
-        self._restore()
         self.recorder.set_status("running")
         budget = self.spec.budget
         try:
@@ -157,27 +152,42 @@ class SearchDriver:
     # ----------------------------------------------------------------- resume
 
     def _restore(self) -> None:
-        """Rebuild in-memory state from the store and put unfinished trials back in the queue."""
-        rows = {row.number: row for row in self.recorder.load_trials()}
-        for row in rows.values():
-            if row.state in FINISHED_STATES:
-                self._finished += 1
-                self._failed += row.state != "complete"
-                if row.state == "complete" and row.feasible and row.values is not None:
-                    self._front_values[row.number] = self._min_values(row.values)
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            row = rows.get(frozen.number)
-            trial = optuna.Trial(self.study, frozen._trial_id)
-            if row is None:
-                # Asked, then the driver died before the row was written: it never ran.
-                self.study.tell(trial, state=TrialState.FAIL)
-            elif row.state == "complete":
-                self._tell_complete(trial, row.values or {}, row.metrics or {})
-            elif row.state in FINISHED_STATES:
-                self.study.tell(trial, state=TrialState.FAIL)
-            else:
-                self._pending.append(_InFlight(row.number, trial, row.params, row.attempts + 1, 0.0))
-        if self._finished:
+        """Rebuild the sampler's study from the store and queue the trials that never finished."""
+        rows = self.recorder.load_trials()
+        space = self.spec.space
+        finished = []
+        for row in rows:
+            self._next_number = max(self._next_number, row.number + 1)
+            if row.state not in FINISHED_STATES:
+                continue
+            self._finished += 1
+            self._failed += row.state != "complete"
+            complete = row.state == "complete" and row.values is not None
+            finished.append(
+                (
+                    row.number,
+                    finished_trial(
+                        row.number,
+                        space.flatten(row.params),
+                        space.distributions(row.params),
+                        TrialState.COMPLETE if complete else TrialState.FAIL,
+                        [row.values[n] for n in self.objective_names] if complete else None,
+                        row.sampler_attrs,
+                    ),
+                )
+            )
+            if complete and row.feasible:
+                self._front_values[row.number] = self._min_values(row.values)
+        self.study.add_trials([trial for _, trial in finished])
+        mirrored = self.mirror.mirrored_numbers()
+        self.mirror.add([trial for number, trial in finished if number not in mirrored])
+        for row in rows:
+            if row.state not in FINISHED_STATES:
+                self.study.enqueue_trial(space.flatten(row.params))
+                trial = self.study.ask()
+                space.sample(trial)  # replays the enqueued values, registering their distributions
+                self._pending.append(_InFlight(row.number, trial, row.params, row.attempts + 1))
+        if self._front_values:
             self._refresh_front()
 
     # ----------------------------------------------------------------- asking
@@ -190,28 +200,20 @@ class SearchDriver:
         if self._pending or room <= 0 or len(self._in_flight) >= budget.max_concurrency:
             return
         asked: list[_InFlight] = []
-        invalid: list[tuple[_InFlight, str]] = []
+        invalid: list[tuple[_InFlight, TrialOutcome]] = []
         for _ in range(min(budget.batch_size, room)):
             trial = self.study.ask()
-            params = self.spec.space.sample(trial)
-            entry = _InFlight(trial.number, trial, params, 1, 0.0)
+            entry = _InFlight(self._next_number, trial, self.spec.space.sample(trial), 1)
+            self._next_number += 1
             try:
-                self.family.check_candidate(params)
+                self.family.check_candidate(entry.params)
             except InvalidCandidate as exc:
-                invalid.append((entry, str(exc)))
+                invalid.append((entry, TrialOutcome(entry.number, "invalid", 0, error=f"invalid candidate: {exc}")))
                 continue
             asked.append(entry)
-        self.recorder.add_running(
-            [(e.number, e.params, self.family.arch_hash(e.params)) for e in asked + [i[0] for i in invalid]]
-        )
-        if invalid:
-            self.recorder.finish(
-                [TrialOutcome(e.number, "invalid", 0, error=f"invalid candidate: {reason}") for e, reason in invalid]
-            )
-            for entry, _reason in invalid:
-                self.study.tell(entry.trial, state=TrialState.FAIL)
-            self._finished += len(invalid)
-            self._failed += len(invalid)
+        entries = asked + [entry for entry, _ in invalid]
+        self.recorder.add_running([(e.number, e.params, self.family.arch_hash(e.params)) for e in entries])
+        self._conclude(invalid)
         self._pending.extend(asked)
 
     # ----------------------------------------------------------------- dispatching
@@ -249,13 +251,12 @@ class SearchDriver:
     # ----------------------------------------------------------------- collecting
 
     def _collect(self, actor: ray.actor.ActorHandle | None) -> None:
-        """Wait for at least one trial to finish (or time out), then record every finished one."""
+        """Wait for at least one trial to finish (or time out), then conclude every finished one."""
         refs = [ref for entry in self._in_flight.values() for ref in entry.refs]
         ray.wait(refs, num_returns=1, timeout=self._wait_timeout())
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)
-        outcomes: list[TrialOutcome] = []
-        completed: list[tuple[_InFlight, TrialOutcome]] = []
+        concluded: list[tuple[_InFlight, TrialOutcome]] = []
         for entry in list(self._in_flight.values()):
             if all(ref in ready_set for ref in entry.refs):
                 del self._in_flight[entry.number]
@@ -268,19 +269,48 @@ class SearchDriver:
             else:
                 continue
             if outcome is not None:
-                outcomes.append(outcome)
-                completed.append((entry, outcome))
-        self.recorder.finish(outcomes)
-        for entry, outcome in completed:
-            self._finished += 1
+                concluded.append((entry, outcome))
+        self._conclude(concluded)
+
+    def _conclude(self, concluded: list[tuple[_InFlight, TrialOutcome]]) -> None:
+        """Store final outcomes first, then tell the sampler and mirror them into Optuna's tables."""
+        if not concluded:
+            return
+        for entry, outcome in concluded:
             if outcome.state == "complete":
-                self._tell_complete(entry.trial, outcome.values or {}, outcome.metrics or {})
+                for i, constraint in enumerate(self.spec.constraints):
+                    violation = constraint.violation((outcome.metrics or {}).get(constraint.metric, math.inf))
+                    entry.trial.set_constraint(f"{i}:{constraint.metric}", violation)
+        frozen = self.study.get_trials(deepcopy=False)
+        for entry, outcome in concluded:
+            outcome.sampler_attrs = dict(frozen[entry.trial.number].system_attrs)
+        self.recorder.finish([outcome for _, outcome in concluded])
+        mirrored = []
+        for entry, outcome in concluded:
+            self._finished += 1
+            space = self.spec.space
+            if outcome.state == "complete":
+                values = [outcome.values[name] for name in self.objective_names]
+                self.study.tell(entry.trial, values)
                 if outcome.feasible:
-                    self._front_values[entry.number] = self._min_values(outcome.values or {})
+                    self._front_values[entry.number] = self._min_values(outcome.values)
             else:
+                values = None
                 self._failed += 1
                 self.study.tell(entry.trial, state=TrialState.FAIL)
-        if any(o.state == "complete" for o in outcomes):
+            state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+            mirrored.append(
+                finished_trial(
+                    entry.number,
+                    space.flatten(entry.params),
+                    space.distributions(entry.params),
+                    state,
+                    values,
+                    outcome.sampler_attrs,
+                )
+            )
+        self.mirror.add(mirrored)
+        if any(outcome.state == "complete" for _, outcome in concluded):
             self._refresh_front()
 
     def _wait_timeout(self) -> float:
@@ -346,15 +376,9 @@ class SearchDriver:
     def _retry_or_fail(self, entry: _InFlight, error: str) -> TrialOutcome | None:
         if entry.attempt <= self.spec.budget.max_retries:
             self.recorder.note_failed_attempt(entry.number, entry.attempt, error)
-            self._pending.append(_InFlight(entry.number, entry.trial, entry.params, entry.attempt + 1, 0.0))
+            self._pending.append(_InFlight(entry.number, entry.trial, entry.params, entry.attempt + 1))
             return None
         return TrialOutcome(entry.number, "failed", entry.attempt, error=error)
-
-    def _tell_complete(self, trial: optuna.Trial, values: dict[str, float], metrics: dict[str, float]) -> None:
-        if self.spec.constraints:
-            violations = [c.violation(metrics.get(c.metric, math.inf)) for c in self.spec.constraints]
-            trial.set_user_attr(CONSTRAINTS_ATTR, violations)
-        self.study.tell(trial, [values[name] for name in self.objective_names])
 
     # ----------------------------------------------------------------- Pareto front
 

@@ -41,6 +41,7 @@ class TrialOutcome:
     node: str | None = None
     arch_hash: str | None = None
     duration_s: float | None = None
+    sampler_attrs: dict[str, Any] | None = None
     measurements: list[dict[str, Any]] | None = None
     artifacts: list[dict[str, Any]] | None = None
 
@@ -138,6 +139,7 @@ class SearchRecorder:
                 row.error = outcome.error
                 row.node = outcome.node
                 row.duration_s = outcome.duration_s
+                row.sampler_attrs = outcome.sampler_attrs
                 row.finished_at = _now()
                 if outcome.arch_hash:
                     row.arch_hash = outcome.arch_hash

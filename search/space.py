@@ -167,6 +167,17 @@ class SearchSpace(BaseModel):
                 flat[name] = value
         return flat
 
+    def distributions(self, values: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Optuna distributions of the flat parameters that ``values`` (nested form) sets."""
+        result: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name, value in values.items():
+            param = self.params[name]
+            if isinstance(param, PerLayerParam):
+                result.update({f"{name}_{i}": param.item.distribution() for i in range(len(value))})
+            else:
+                result[name] = param.distribution()
+        return result
+
     def validate_values(self, values: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the first value that lies outside the space."""
         for name, param in self.params.items():

@@ -53,7 +53,7 @@ class ConstraintSpec(BaseModel):
 
 class SamplerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Literal["nsga2", "tpe", "random"] = "nsga2"
+    name: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     seed: int | None = 0
     population_size: int = Field(50, ge=2)
 

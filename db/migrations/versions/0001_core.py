@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("node", sa.String(length=200), nullable=True),
+        sa.Column("sampler_attrs", sa.JSON(), nullable=True),
         sa.Column("arch_hash", sa.String(length=64), nullable=True),
         sa.Column("feasible", sa.Boolean(), nullable=False),
         sa.Column("is_pareto", sa.Boolean(), nullable=False),

@@ -1,0 +1,5 @@
+"""``python -m hilnas`` runs the CLI."""
+
+from hilnas.cli import main
+
+main()

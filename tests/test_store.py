@@ -1,0 +1,132 @@
+"""The SQL store on SQLite and PostgreSQL: migrations, round trips and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import inspect, select
+
+from db.migrate import current_revisions, head_revisions, upgrade_to_head
+from db.models import Artifact, HypervolumePoint, Measurement, Search, Trial
+from db.session import get_engine, session_scope
+from hilnas.errors import UserError
+
+
+def _search(**overrides) -> Search:
+    fields = dict(
+        name="s",
+        family="moo-benchmark",
+        spec={"name": "s", "family": "moo-benchmark"},
+        objectives=[{"name": "f1", "direction": "minimize"}],
+        optuna_study_name="study-s",
+        n_trials_target=3,
+    )
+    fields.update(overrides)
+    return Search(**fields)
+
+
+def test_schema_is_migrated_on_first_use(db_url: str) -> None:
+    engine = get_engine(db_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"hilnas_searches", "hilnas_trials", "hilnas_measurements", "hilnas_artifacts"} <= tables
+    assert current_revisions(engine) == head_revisions(engine)
+    assert upgrade_to_head(engine) is False  # idempotent
+
+
+def test_round_trip_of_every_core_table(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        search = _search()
+        session.add(search)
+        session.flush()
+        trial = Trial(search_id=search.id, number=0, params={"layers": [1, 2]}, values={"f1": 0.5}, state="complete")
+        session.add(trial)
+        session.flush()
+        session.add(
+            Measurement(
+                search_id=search.id,
+                trial_id=trial.id,
+                arch_hash="abc",
+                architecture={"dim": 64},
+                device="local-cpu",
+                backend="torch-eager",
+                phase="decode",
+                shape={"kv": 128},
+                shape_key='{"kv":128}',
+                median_ms=1.5,
+                p10_ms=1.4,
+                p90_ms=1.7,
+                cv=0.05,
+                n_samples=3,
+                samples_ms=[1.4, 1.5, 1.7],
+                stable=True,
+                fingerprint={"cpu": "x"},
+            )
+        )
+        session.add(
+            Artifact(search_id=search.id, trial_id=trial.id, kind="pte", path="/tmp/x", sha256="0" * 64, size_bytes=10)
+        )
+        session.add(HypervolumePoint(search_id=search.id, n_finished=1, hypervolume=0.25))
+    with session_scope(db_url) as session:
+        stored = session.scalars(select(Search)).one()
+        assert stored.spec == {"name": "s", "family": "moo-benchmark"}
+        assert stored.created_at is not None
+        trial = session.scalars(select(Trial)).one()
+        assert trial.params == {"layers": [1, 2]} and trial.values == {"f1": 0.5}
+        measurement = session.scalars(select(Measurement)).one()
+        assert measurement.samples_ms == [1.4, 1.5, 1.7] and measurement.shape == {"kv": 128}
+        assert session.scalars(select(Artifact)).one().size_bytes == 10
+        assert session.scalars(select(HypervolumePoint)).one().hypervolume == 0.25
+
+
+def test_a_trial_number_is_unique_within_its_search(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        search = _search()
+        session.add(search)
+        session.flush()
+        search_id = search.id
+        session.add(Trial(search_id=search_id, number=0, params={}))
+    with pytest.raises(Exception, match="(?i)unique"), session_scope(db_url) as session:
+        session.add(Trial(search_id=search_id, number=0, params={}))
+    with session_scope(db_url) as session:  # the failed transaction left the first row intact
+        assert len(session.scalars(select(Trial)).all()) == 1
+
+
+def test_sqlite_store_runs_in_wal_mode(sqlite_url: str) -> None:
+    with get_engine(sqlite_url).connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_unreachable_database_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="Cannot reach the database"):
+        get_engine("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+
+
+def test_bad_url_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="not a valid SQLAlchemy URL"):
+        get_engine("this is not a url")
+
+
+def test_db_upgrade_command(sqlite_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hilnas", "db", "upgrade", "--db-url", sqlite_url], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "migrated to" in result.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "hilnas", "db", "upgrade", "--db-url", sqlite_url], capture_output=True, text=True
+    )
+    assert "already at" in again.stdout
+
+
+def test_unreachable_database_exits_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hilnas", "search", "list", "--db-url", "postgresql+psycopg://u:pw@127.0.0.1:1/x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: Cannot reach the database")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "pw" not in result.stderr  # the password is redacted
