@@ -40,7 +40,8 @@ def doctor(db_url: Annotated[str | None, typer.Option("--db-url")] = None) -> No
     """Versions, the store, Ray and the measuring devices: what works here and what does not."""
     from hilnas.doctor import run_doctor
 
-    run_doctor(db_url, console)
+    if not run_doctor(db_url, console):
+        raise typer.Exit(1)
 
 
 @app.command("demo")
@@ -54,7 +55,7 @@ def demo(db_url: Annotated[str | None, typer.Option("--db-url")] = None) -> None
 def main() -> None:
     """Entry point: a ``UserError`` anywhere becomes one sentence on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        exit_code = app(standalone_mode=False)  # click returns, rather than raises, a command's Exit code
     except UserError as exc:
         errors.print(f"error: {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(USER_ERROR_EXIT_CODE)
@@ -76,3 +77,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(exit_code, int) and exit_code:
+        sys.exit(exit_code)

@@ -66,11 +66,14 @@ class Family(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Options: ClassVar[type[FamilyOptions]] = FamilyOptions
-    #: True when trials also need the device actor (``measure`` is implemented).
-    needs_device: ClassVar[bool] = False
 
     def __init__(self, options: FamilyOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
+
+    @property
+    def needs_device(self) -> bool:
+        """True when trials also go to the device actor (``measure`` is implemented); subclasses override."""
+        return False
 
     @abstractmethod
     def default_space(self) -> SearchSpace:

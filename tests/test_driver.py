@@ -121,3 +121,11 @@ def test_constraints_mark_infeasible_trials_and_keep_them_off_the_front(sqlite_u
         assert trial.feasible == (trial.values["f1"] >= 0.3)
     assert any(not t.feasible for t in trials) and any(t.feasible for t in trials)
     assert all(t.feasible for t in trials if t.is_pareto)
+
+
+def test_search_runs_on_sqlite_and_postgresql(db_url: str) -> None:
+    spec = parse_spec(_spec(budget={"trials": 8, "batch_size": 4, "max_concurrency": 2}))
+    result = SearchDriver.start(spec, db_url).run()
+    assert len([t for t in _trials(db_url, result.search_id) if t.state == "complete"]) == 8
+    study = optuna.load_study(study_name=f"hilnas-search-{result.search_id}", storage=optuna_storage(db_url))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8

@@ -88,3 +88,38 @@ def test_sigkilled_search_resumes_without_loss_or_duplicates(tmp_path: Path) -> 
     mirror = optuna.load_study(study_name=f"hilnas-search-{search_id}", storage=optuna_storage(db_url))
     mirrored = [t.user_attrs[NUMBER_ATTR] for t in mirror.get_trials()]
     assert sorted(mirrored) == sorted(numbers)  # Optuna's copy holds each finished trial exactly once
+
+
+def test_ctrl_c_stops_cleanly_and_the_search_resumes(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'sigint.db'}"
+    spec = {
+        "name": "interrupted",
+        "family": "moo-benchmark",
+        "options": {"problem": "zdt2", "n_var": 2, "work_ms": 300},
+        "sampler": {"name": "random", "seed": 0},
+        "budget": {"trials": 12, "batch_size": 2, "max_concurrency": 2},
+    }
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    driver = _hilnas("search", "run", str(spec_path), "--no-progress", db_url=db_url)
+    deadline = time.monotonic() + 180
+    done: dict[int, dict] = {}
+    while time.monotonic() < deadline and len(done) < 3:
+        time.sleep(0.5)
+        try:
+            done = _finished(db_url)
+        except Exception:  # the schema may not exist yet in the first instants
+            dispose_engines()
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    assert "was interrupted after" in output and "hilnas search resume 1" in output
+    assert "Traceback" not in output
+    dispose_engines()
+    with session_scope(db_url) as session:
+        assert session.get(Search, 1).status == "interrupted"
+    resumed = _hilnas("search", "resume", "1", "--no-progress", db_url=db_url)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    dispose_engines()
+    assert len(_finished(db_url)) == 12

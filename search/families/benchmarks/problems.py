@@ -38,6 +38,9 @@ class BenchmarkOptions(FamilyOptions):
     n_var: int | None = Field(None, ge=2, le=1000)
     n_obj: int = Field(2, ge=2, le=10, description="objectives (DTLZ2 only; ZDT has two)")
     work_ms: float = Field(0.0, ge=0, description="CPU time burnt per evaluation")
+    device_ms: float = Field(
+        0.0, ge=0, description="time each candidate holds the device actor; > 0 adds a device_ms metric"
+    )
     faults: list[FaultInjection] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -123,8 +126,24 @@ class MultiObjectiveBenchmark(Family):
     def default_space(self) -> SearchSpace:
         return SearchSpace(params={f"x{i}": FloatParam(low=0.0, high=1.0) for i in range(self.options.variables)})
 
+    @property
+    def needs_device(self) -> bool:
+        return self.options.device_ms > 0
+
     def default_objectives(self) -> list[ObjectiveDefault]:
-        return [ObjectiveDefault(f"f{m + 1}", "minimize", REFERENCE) for m in range(self.options.n_obj)]
+        objectives = [ObjectiveDefault(f"f{m + 1}", "minimize", REFERENCE) for m in range(self.options.n_obj)]
+        if self.needs_device:
+            objectives.append(ObjectiveDefault("device_ms", "minimize"))
+        return objectives
+
+    def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:
+        """Hold the device for ``device_ms`` and report when, so tests can check it measures one at a time."""
+        started = time.time()
+        time.sleep(self.options.device_ms / 1000.0)
+        finished = time.time()
+        return Evaluation(
+            metrics={"device_ms": 1000.0 * (finished - started), "device_start": started, "device_end": finished}
+        )
 
     def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
         self._inject_faults(context)
