@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agents.cli import app as judge_app
 from hilnas.errors import USER_ERROR_EXIT_CODE, Interrupted, UserError
 from search.cli import app as search_app
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(search_app, name="search")
+app.add_typer(judge_app, name="judge")
 db_app = typer.Typer(help="The result store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()

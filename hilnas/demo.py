@@ -1,7 +1,7 @@
 """``hilnas demo`` / ``make demo``: the main job on embedded defaults.
 
-Until the MobileLLM-Flash family lands, the demo runs the search driver on the built-in ZDT1
-problem and compares the hypervolume it reaches with the true front's.
+Until the MobileLLM-Flash family lands, the demo runs the search driver on ZDT1 (five variables,
+Gaussian-process BO) and compares the hypervolume it reaches with the true front's.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ def run_demo(db_url: str | None, console: Console) -> None:
     from search.spec import load_spec
 
     db_url = db_url or get_settings().db_url
-    spec = load_spec("zdt1")
+    spec = load_spec("demo-zdt1")
     driver = SearchDriver.start(spec, db_url)
-    console.print(f"[bold]hilnas demo[/]: NSGA-II on ZDT1 through the Ray driver, store {db_url}")
+    console.print(f"[bold]hilnas demo[/]: {spec.sampler.name} on ZDT1 through the Ray driver, store {db_url}")
     _run_with_progress(driver, None, progress=True)
     show(driver.search_id, db_url=db_url, limit=10)
     from search.queries import get_search

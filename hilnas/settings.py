@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     db_url: str = Field("sqlite:///hilnas.db", description="SQLAlchemy URL of the result store")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local instance")
+    ray_jobs_address: str | None = Field(
+        None, description="Ray Jobs API address of the cluster's head (e.g. http://head:8265), used by the dashboard"
+    )
     device: str = Field("local-cpu", description="default measuring device (Ray resource hw:<device>)")
     cache_dir: Path = Field(Path.home() / ".cache" / "hilnas", description="backbones, corpora, datasets")
     artifact_dir: Path = Field(Path("hilnas_runs"), description="where exported files are written")

@@ -38,6 +38,20 @@ def _hilnas(*args: str, db_url: str, **kwargs) -> subprocess.Popen:
     )
 
 
+def _wait_for_finished(db_url: str, count: int, process: subprocess.Popen) -> dict[int, dict]:
+    """Poll the store (as the dashboard would) until ``count`` trials have finished."""
+    deadline = time.monotonic() + 180
+    done: dict[int, dict] = {}
+    while time.monotonic() < deadline and len(done) < count:
+        time.sleep(0.5)
+        assert process.poll() is None, process.stdout.read()
+        try:
+            done = _finished(db_url)
+        except Exception:  # the schema may not exist yet in the first instants
+            dispose_engines()
+    return done
+
+
 def test_sigkilled_search_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'kill.db'}"
     spec = {
@@ -52,15 +66,7 @@ def test_sigkilled_search_resumes_without_loss_or_duplicates(tmp_path: Path) -> 
 
     # The driver and the Ray instance it starts share one session, so killpg is a whole-machine crash.
     driver = _hilnas("search", "run", str(spec_path), "--no-progress", db_url=db_url, start_new_session=True)
-    deadline = time.monotonic() + 180
-    before: dict[int, dict] = {}
-    while time.monotonic() < deadline and len(before) < 6:
-        time.sleep(0.5)
-        assert driver.poll() is None, driver.stdout.read()
-        try:
-            before = _finished(db_url)
-        except Exception:  # the schema may not exist yet in the first instants
-            dispose_engines()
+    before = _wait_for_finished(db_url, 6, driver)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
     assert 6 <= len(before) < TRIALS, "the search must be killed mid-run"
@@ -102,14 +108,7 @@ def test_ctrl_c_stops_cleanly_and_the_search_resumes(tmp_path: Path) -> None:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     driver = _hilnas("search", "run", str(spec_path), "--no-progress", db_url=db_url)
-    deadline = time.monotonic() + 180
-    done: dict[int, dict] = {}
-    while time.monotonic() < deadline and len(done) < 3:
-        time.sleep(0.5)
-        try:
-            done = _finished(db_url)
-        except Exception:  # the schema may not exist yet in the first instants
-            dispose_engines()
+    _wait_for_finished(db_url, 3, driver)
     driver.send_signal(signal.SIGINT)
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, output

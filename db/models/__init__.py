@@ -2,5 +2,15 @@
 
 from db.models.base import Base
 from db.models.core import Artifact, HypervolumePoint, Measurement, Search, Trial
+from db.models.judge import JudgeRun, JudgeVerdict
 
-__all__ = ["Artifact", "Base", "HypervolumePoint", "Measurement", "Search", "Trial"]
+__all__ = [
+    "Artifact",
+    "Base",
+    "HypervolumePoint",
+    "JudgeRun",
+    "JudgeVerdict",
+    "Measurement",
+    "Search",
+    "Trial",
+]
