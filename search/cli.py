@@ -102,6 +102,8 @@ def show(
     limit: Annotated[int, typer.Option(help="front rows to print at most")] = 30,
 ) -> None:
     """A search's status and its Pareto front as a table."""
+    import numpy as np
+
     from search.queries import get_search, trials_frame
 
     search = get_search(search_id, db_url)
@@ -116,16 +118,21 @@ def show(
     )
     if not len(frame):
         return
-    front = frame[frame["is_pareto"]]
     objectives = [o["name"] for o in search.objectives]
-    front = front.sort_values(f"value.{objectives[0]}")
-    table = Table("trial", *objectives, "params", title=f"Pareto front ({len(front)} trials)")
-    for _, row in front.head(limit).iterrows():
+    value_columns = [f"value.{o}" for o in objectives]
+    front = frame[frame["is_pareto"]].sort_values(value_columns)
+    copies = front.groupby(value_columns, sort=False)["number"].transform("size")
+    front = front.assign(copies=copies).drop_duplicates(value_columns)
+    if len(front) > limit:  # spread the rows over the whole front rather than its first corner
+        front = front.iloc[np.linspace(0, len(front) - 1, limit).round().astype(int)]
+    table = Table("trial", *objectives, "params", title=f"Pareto front ({len(front)} distinct points shown)")
+    for _, row in front.iterrows():
         params = {k[6:]: row[k] for k in frame.columns if k.startswith("param.")}
         summary = ", ".join(f"{k}={_short(v)}" for k, v in list(params.items())[:6])
         if len(params) > 6:
             summary += f", … (+{len(params) - 6})"
-        table.add_row(str(row["number"]), *[f"{row[f'value.{o}']:.4g}" for o in objectives], summary)
+        label = str(row["number"]) + (f" (+{row['copies'] - 1} same)" if row["copies"] > 1 else "")
+        table.add_row(label, *[f"{row[c]:.4g}" for c in value_columns], summary)
     console.print(table)
 
 
