@@ -1,14 +1,19 @@
 """Engines and transactions for the store, with the schema migrated on first use.
 
 SQLite runs in WAL mode so the dashboard can read while the driver writes; any other URL
-(PostgreSQL for clusters) is used as given.
+(PostgreSQL for clusters) is used as given. A store that cannot be reached when an engine is first
+created is a ``UserError``; one that drops out later (a database restart, a network blip between a
+cluster and its PostgreSQL) is waited for by ``retry_transient``, so a long search loses nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -21,6 +26,21 @@ from hilnas.settings import get_settings
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+log = logging.getLogger("hilnas.db")
+T = TypeVar("T")
+
+#: How long a running job keeps retrying a store that dropped out, and the first and longest pause between tries.
+RETRY_WINDOW_S = 120.0
+RETRY_FIRST_PAUSE_S = 0.25
+RETRY_MAX_PAUSE_S = 5.0
+
+
+#: libpq TCP keepalives: a connection whose server vanished without a word fails in about 20 s instead of hanging.
+POSTGRES_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
+
+
+class StoreUnavailable(UserError):
+    """The store stayed unreachable for the whole retry window; what was committed before is intact."""
 
 
 def redact_url(url: str) -> str:
@@ -54,6 +74,8 @@ def _create_engine(url: str) -> Engine:
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["connect_args"] = {"connect_timeout": 5}
+        if parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"].update(POSTGRES_KEEPALIVES)
     try:
         engine = create_engine(url, **kwargs)
     except Exception as exc:  # missing driver, bad options
@@ -93,6 +115,42 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def retry_transient(work: Callable[[], T], url: str | None = None, window_s: float = RETRY_WINDOW_S) -> T:
+    """Run ``work`` (whole transactions), re-running it with backoff while the store is unreachable.
+
+    Only an ``OperationalError`` (lost or refused connections, a locked SQLite file) is retried, also
+    when a library wrapped it (Optuna raises ``StorageInternalError`` from it). A transaction that
+    failed was rolled back, so re-running it is safe; ``work`` must also be safe to re-run when a
+    commit went through but its acknowledgement was lost (the recorder's and the mirror's writes are).
+    """
+    deadline = time.monotonic() + window_s
+    pause = RETRY_FIRST_PAUSE_S
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            cause = _operational_cause(exc)
+            if cause is None:
+                raise
+            if time.monotonic() + pause > deadline:
+                where = redact_url(url or get_settings().db_url)
+                raise StoreUnavailable(
+                    f"The database at {where} stayed unreachable for {window_s:g} s: {_first_line(cause.orig)}."
+                ) from exc
+            log.warning("database unreachable (%s); retrying in %.2g s", _first_line(cause.orig), pause)
+            time.sleep(pause)
+            pause = min(2 * pause, RETRY_MAX_PAUSE_S)
+
+
+def _operational_cause(exc: BaseException | None) -> OperationalError | None:
+    """The ``OperationalError`` that ``exc`` is, or was explicitly raised from (``raise ... from``)."""
+    while exc is not None:
+        if isinstance(exc, OperationalError):
+            return exc
+        exc = exc.__cause__
+    return None
 
 
 @contextmanager

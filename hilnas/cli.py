@@ -9,8 +9,12 @@ import typer
 from rich.console import Console
 
 from agents.cli import app as judge_app
+from dashboard.cli import app as dashboard_app
 from hilnas.errors import USER_ERROR_EXIT_CODE, Interrupted, UserError
+from latency_models.cli import app as latency_app
 from search.cli import app as search_app
+from search.families.quant_rotation.cli import app as quant_app
+from search.scaling.cli import app as scaling_app
 
 app = typer.Typer(
     help="hilnas: hardware-in-the-loop architecture search for on-device models.",
@@ -18,7 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(search_app, name="search")
+app.add_typer(latency_app, name="latency")
 app.add_typer(judge_app, name="judge")
+app.add_typer(scaling_app, name="scaling")
+app.add_typer(dashboard_app, name="dashboard")
+app.add_typer(quant_app, name="quant")
 db_app = typer.Typer(help="The result store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
@@ -55,29 +63,16 @@ def demo(db_url: Annotated[str | None, typer.Option("--db-url")] = None) -> None
 
 
 def main() -> None:
-    """Entry point: a ``UserError`` anywhere becomes one sentence on stderr and exit code 2."""
+    """Entry point: a ``UserError`` anywhere becomes one sentence on stderr and exit code 2.
+
+    Click itself (standalone mode) reports usage errors with exit code 2 and turns Ctrl-C outside
+    a search into "Aborted!"; a search's own Ctrl-C arrives as ``Interrupted`` with a resume hint.
+    """
     try:
-        exit_code = app(standalone_mode=False)  # click returns, rather than raises, a command's Exit code
+        app()
     except UserError as exc:
         errors.print(f"error: {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(USER_ERROR_EXIT_CODE)
     except Interrupted as exc:
         errors.print(exc.message, highlight=False, soft_wrap=True)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        errors.print("Aborted.")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        errors.print("Interrupted.")
-        sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    if isinstance(exit_code, int) and exit_code:
-        sys.exit(exit_code)

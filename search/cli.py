@@ -1,4 +1,4 @@
-"""``hilnas search ...``: run, resume, inspect and export searches."""
+"""``hilnas search ...``: run, submit to a Ray cluster, resume, inspect and export searches."""
 
 from __future__ import annotations
 
@@ -15,21 +15,16 @@ app = typer.Typer(help="Run, resume, inspect and export searches.", no_args_is_h
 console = Console()
 
 DbOption = Annotated[str | None, typer.Option("--db-url", help="result store (default: HILNAS_DB_URL)")]
-AddressOption = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: local)")]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster, e.g. head:6379 (default: HILNAS_RAY_ADDRESS, else local)")
+]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")]
+SpecArgument = Annotated[str, typer.Argument(help="spec file (YAML/TOML/JSON) or a built-in name")]
+TrialsOption = Annotated[int | None, typer.Option(help="override the spec's trial budget")]
+SeedOption = Annotated[int | None, typer.Option(help="override the sampler's seed")]
 
 
-@app.command("run")
-def run(
-    spec: Annotated[str, typer.Argument(help="spec file (YAML/TOML/JSON) or a built-in name")],
-    db_url: DbOption = None,
-    address: AddressOption = None,
-    trials: Annotated[int | None, typer.Option(help="override the spec's trial budget")] = None,
-    seed: Annotated[int | None, typer.Option(help="override the sampler's seed")] = None,
-    progress: ProgressOption = True,
-) -> None:
-    """Start a new search from SPEC and run it to its trial budget."""
-    from search.driver import SearchDriver
+def _load(spec: str, trials: int | None, seed: int | None):  # noqa: ANN202 - SearchSpec, imported lazily
     from search.spec import load_spec
 
     loaded = load_spec(spec)
@@ -37,10 +32,64 @@ def run(
         loaded = loaded.model_copy(update={"budget": loaded.budget.model_copy(update={"trials": trials})})
     if seed is not None:
         loaded = loaded.model_copy(update={"sampler": loaded.sampler.model_copy(update={"seed": seed})})
+    return loaded
+
+
+@app.command("run")
+def run(
+    spec: SpecArgument,
+    db_url: DbOption = None,
+    address: AddressOption = None,
+    trials: TrialsOption = None,
+    seed: SeedOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Start a new search from SPEC and run it to its trial budget."""
+    from search.driver import SearchDriver
+
+    loaded = _load(spec, trials, seed)
     driver = SearchDriver.start(loaded, db_url)
     console.print(f"Search [bold]{driver.search_id}[/] ({loaded.name}, family {loaded.family}) started.")
     _run_with_progress(driver, address, progress)
     show(driver.search_id, db_url=db_url)
+
+
+@app.command("submit")
+def submit(
+    spec: SpecArgument,
+    address: Annotated[
+        str | None, typer.Option("--address", help="the cluster's Ray Jobs API, e.g. http://head:8265")
+    ] = None,
+    db_url: DbOption = None,
+    trials: TrialsOption = None,
+    seed: SeedOption = None,
+    artifact_dir: Annotated[
+        str | None, typer.Option(help="where the job writes artifacts, as a path on the cluster")
+    ] = None,
+) -> None:
+    """Submit SPEC as a Ray job: the search's driver runs on the cluster, with this checkout's code."""
+    from db.session import get_engine, redact_url
+    from hilnas.settings import get_settings
+    from search.submit import is_sqlite, submit_search
+
+    settings = get_settings()
+    address = address or settings.ray_jobs_address
+    if not address:
+        raise UserError("Give the cluster's Ray Jobs API with --address http://head:8265 (or HILNAS_RAY_JOBS_ADDRESS).")
+    loaded = _load(spec, trials, seed)
+    store = db_url or settings.db_url
+    get_engine(store)  # an unreachable or unmigratable store is reported here, not in the job's log
+    job_id = submit_search(loaded, address, store, artifact_dir)
+    lines = [
+        f"Submitted search {loaded.name!r} (family {loaded.family}) as Ray job [bold]{job_id}[/].",
+        f"Follow its log:  ray job logs --address {address} --follow {job_id}",
+        f"Its status:      ray job status --address {address} {job_id}",
+        f"Its results:     hilnas search list --db-url {redact_url(store)}",
+    ]
+    if is_sqlite(store):
+        lines.append("Note: a SQLite store only works when the cluster's head shares this machine's file system.")
+    for line in lines:
+        console.print(line, soft_wrap=True)  # whole lines, so the commands can be copied
 
 
 @app.command("resume")

@@ -5,6 +5,12 @@ on the device's actor), retries trials that raise, crash or time out, and tells 
 A search survives ``kill -9``: every asked trial has a row before it is dispatched, a result is
 stored before the sampler hears of it, and ``resume`` rebuilds the sampler's study from the store
 and re-dispatches exactly the trials left unfinished, under their original numbers.
+
+On a cluster, the same retry covers a killed worker or node. When the device's actor dies under a
+measurement (a crash, or its node lost), Ray re-creates it; until it answers again the driver sends
+it nothing, and trials wait for it (with a trial timeout, they fail saying that no node offers the
+device). No number is ever stored that the device did not measure. A store that drops out is waited for (see
+``db.session.retry_transient``); one that stays away stops the search, which can then be resumed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import optuna
 import ray
 from optuna.trial import TrialState
 
+from db.session import StoreUnavailable
 from hilnas.errors import Interrupted, UserError
 from hilnas.settings import get_settings
 from search import executor
@@ -84,6 +91,9 @@ class SearchDriver:
         self._failed = 0
         self._front_values: dict[int, np.ndarray] = {}  # number -> minimisation values of feasible trials
         self._hypervolume: float | None = None
+        self._actor: ray.actor.ActorHandle | None = None
+        self._device_probe: ray.ObjectRef | None = None  # set while the device actor is being re-created
+        self._device_lost_at: float | None = None
 
     # ----------------------------------------------------------------- construction
 
@@ -120,6 +130,7 @@ class SearchDriver:
         if self.family.needs_device:
             executor.require_device(self.device)
             actor = executor.device_actor(self.device)
+        self._actor = actor
         self.recorder.set_status("running")
         budget = self.spec.budget
         try:
@@ -127,10 +138,16 @@ class SearchDriver:
             while self._finished < budget.trials:
                 self._top_up()
                 self._dispatch(actor)
-                if not self._in_flight:
+                if not self._in_flight and self._device_probe is None:
                     continue
                 self._collect(actor)
                 self._report(on_progress)
+        except StoreUnavailable as exc:
+            self._cancel_all()  # the status cannot be written either: it stays "running", and resume works
+            raise StoreUnavailable(
+                f"{exc.message.rstrip('.')}; search {self.search_id} stopped after {self._finished} finished "
+                f"trials, continue it with `hilnas search resume {self.search_id}` once the database is back."
+            ) from exc
         except KeyboardInterrupt as exc:
             self._cancel_all()
             self.recorder.set_status("interrupted")
@@ -220,7 +237,7 @@ class SearchDriver:
 
     def _dispatch(self, actor: ray.actor.ActorHandle | None) -> None:
         cpus = self.spec.budget.cpus_per_trial
-        while self._pending and len(self._in_flight) < self.spec.budget.max_concurrency:
+        while self._device_probe is None and self._pending and len(self._in_flight) < self.spec.budget.max_concurrency:
             entry = self._pending.pop(0)
             context = TrialContext(
                 search_id=self.search_id,
@@ -253,6 +270,7 @@ class SearchDriver:
     def _collect(self, actor: ray.actor.ActorHandle | None) -> None:
         """Wait for at least one trial to finish (or time out), then conclude every finished one."""
         refs = [ref for entry in self._in_flight.values() for ref in entry.refs]
+        refs += [self._device_probe] if self._device_probe is not None else []
         ray.wait(refs, num_returns=1, timeout=self._wait_timeout())
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)
@@ -263,14 +281,16 @@ class SearchDriver:
                 outcome = self._settle(entry)
             elif self._timed_out(entry):
                 del self._in_flight[entry.number]
+                waited_for_device = actor is not None and entry.refs[-1] not in ready_set
                 self._cancel_entry(entry, actor)
-                timeout = self.spec.budget.trial_timeout_s
-                outcome = self._retry_or_fail(entry, f"TimeoutError: trial exceeded {timeout:g} s")
+                outcome = self._retry_or_fail(entry, self._timeout_reason(waited_for_device))
             else:
                 continue
             if outcome is not None:
                 concluded.append((entry, outcome))
         self._conclude(concluded)
+        if self._device_probe is not None:
+            self._check_device()
 
     def _conclude(self, concluded: list[tuple[_InFlight, TrialOutcome]]) -> None:
         """Store final outcomes first, then tell the sampler and mirror them into Optuna's tables."""
@@ -315,7 +335,7 @@ class SearchDriver:
 
     def _wait_timeout(self) -> float:
         timeout = self.spec.budget.trial_timeout_s
-        if timeout is None:
+        if timeout is None or not self._in_flight:
             return 1.0
         now = time.monotonic()
         nearest = min(entry.started + timeout - now for entry in self._in_flight.values())
@@ -324,6 +344,13 @@ class SearchDriver:
     def _timed_out(self, entry: _InFlight) -> bool:
         timeout = self.spec.budget.trial_timeout_s
         return timeout is not None and time.monotonic() - entry.started > timeout
+
+    def _timeout_reason(self, waited_for_device: bool) -> str:
+        reason = f"TimeoutError: trial exceeded {self.spec.budget.trial_timeout_s:g} s"
+        if waited_for_device and not executor.device_available(self.device):
+            resource = executor.device_resource(self.device)
+            reason += f" waiting for its device: no live Ray node offers {resource!r} (was its node lost?)"
+        return reason
 
     def _cancel_entry(self, entry: _InFlight, actor: ray.actor.ActorHandle | None) -> None:
         ray.cancel(entry.refs[0], force=True)
@@ -334,8 +361,10 @@ class SearchDriver:
         """Turn a finished attempt into an outcome, or re-queue it (returns None) for a retry."""
         try:
             evaluations: list[Evaluation] = ray.get(entry.refs)
-        except Exception as exc:  # a raising family, a dead worker or actor: all retryable
-            return self._retry_or_fail(entry, executor.describe_exception(exc))
+        except Exception as exc:  # a raising family, a dead worker, node or actor: all retryable
+            if isinstance(exc, ray.exceptions.RayActorError):
+                self._device_lost()
+            return self._retry_or_fail(entry, executor.describe_exception(exc, self.device))
         metrics: dict[str, float] = {}
         measurements: list[dict[str, Any]] = []
         artifacts: list[dict[str, Any]] = []
@@ -346,6 +375,7 @@ class SearchDriver:
         missing = [name for name in self.objective_names if name not in metrics]
         bad = [name for name in self.objective_names if name in metrics and not math.isfinite(metrics[name])]
         node = evaluations[0].info.get("node")
+        device_node = evaluations[-1].info.get("device_node") if len(evaluations) > 1 else None
         duration = time.monotonic() - entry.started
         if missing or bad:
             problem = f"missing {missing}" if missing else f"non-finite {bad}"
@@ -355,6 +385,7 @@ class SearchDriver:
                 entry.attempt,
                 metrics=metrics,
                 node=node,
+                device_node=device_node,
                 duration_s=duration,
                 error=f"ValueError: the evaluation reported {problem} objective values",
             )
@@ -367,6 +398,7 @@ class SearchDriver:
             metrics=metrics,
             feasible=feasible,
             node=node,
+            device_node=device_node,
             arch_hash=self.family.arch_hash(entry.params),
             duration_s=duration,
             measurements=measurements,
@@ -379,6 +411,37 @@ class SearchDriver:
             self._pending.append(_InFlight(entry.number, entry.trial, entry.params, entry.attempt + 1))
             return None
         return TrialOutcome(entry.number, "failed", entry.attempt, error=error)
+
+    # ----------------------------------------------------------------- a device that went away
+
+    def _device_lost(self) -> None:
+        """The device actor died under a measurement: probe it, and send it nothing until it answers."""
+        if self._device_probe is None and self._actor is not None:
+            self._device_probe = self._actor.node.remote()
+            self._device_lost_at = self._device_lost_at or time.monotonic()
+
+    def _check_device(self) -> None:
+        """Resume dispatching once the re-created actor answers; fail trials that waited past their timeout."""
+        probe = self._device_probe
+        ready, _ = ray.wait([probe], timeout=0)
+        if ready:
+            try:
+                ray.get(probe)
+                self._device_probe = self._device_lost_at = None
+                return
+            except ray.exceptions.RayActorError:  # still being re-created, or no node offers the device
+                time.sleep(0.5)
+                self._device_probe = self._actor.node.remote()
+        timeout = self.spec.budget.trial_timeout_s
+        if timeout is None or time.monotonic() - self._device_lost_at < timeout or not self._pending:
+            return
+        waiting, self._pending = self._pending, []
+        self._device_lost_at = time.monotonic()  # each retry gets a full timeout to wait
+        reason = f"TimeoutError: waited {timeout:g} s for the device's actor to come back"
+        if not executor.device_available(self.device):
+            reason += f": no live Ray node offers {executor.device_resource(self.device)!r} (was its node lost?)"
+        failed = [(entry, outcome) for entry in waiting if (outcome := self._retry_or_fail(entry, reason))]
+        self._conclude(failed)
 
     # ----------------------------------------------------------------- Pareto front
 

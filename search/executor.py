@@ -2,7 +2,9 @@
 
 Quality work runs as plain Ray tasks wherever CPUs are free. Latency work goes to one actor per
 device, placed by the custom resource ``hw:<device>`` and running one call at a time, so a device
-never measures two candidates at once.
+never measures two candidates at once. Ray re-creates the actor when its process crashes or its
+node dies (``max_restarts=-1``), on whichever node offers the resource next; calls made meanwhile
+wait for it.
 """
 
 from __future__ import annotations
@@ -49,10 +51,15 @@ def connect_ray(address: str | None, local_devices: list[str], num_cpus: int | N
         raise UserError(f"Cannot start or reach Ray at {where}: {str(exc).splitlines()[0]}.") from exc
 
 
+def device_available(device: str) -> bool:
+    """Whether a live node of the cluster offers the device's resource right now."""
+    return device_resource(device) in ray.cluster_resources()
+
+
 def require_device(device: str) -> None:
     """Fail fast when no node of the cluster carries the device's resource."""
     resource = device_resource(device)
-    if resource not in ray.cluster_resources():
+    if not device_available(device):
         raise UserError(
             f"No Ray node offers the device resource {resource!r}; start a node with "
             f"--resources '{{\"{resource}\": 1}}'."
@@ -69,10 +76,19 @@ def _node_label() -> str:
     return f"{socket.gethostname()}:{node_id[:12]}:{os.getpid()}"
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message`` of the user's exception inside a Ray error, then its traceback."""
+def describe_exception(exc: BaseException, device: str | None = None) -> str:
+    """``Type: message`` of the user's exception inside a Ray error, then its traceback.
+
+    A device actor that died mid-measurement gets a sentence saying so first: Ray's own message
+    does not say which device was lost.
+    """
     cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None else exc
     head = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+    if device is not None and isinstance(exc, ray.exceptions.RayActorError):
+        head = (
+            f"{type(exc).__name__}: the actor measuring on {device_resource(device)!r} stopped mid-measurement "
+            f"(it crashed or its node left the cluster); Ray re-creates it on a node offering the device"
+        )
     if isinstance(exc, ray.exceptions.RayTaskError):
         return f"{head}\n{str(exc)[-4000:]}"
     return f"{head}\n{''.join(traceback.format_exception(cause))[-4000:]}"

@@ -18,6 +18,9 @@ from search.family import Family
 
 _BUILTIN: dict[str, str] = {
     "moo-benchmark": "search.families.benchmarks.problems:MultiObjectiveBenchmark",
+    "mobilellm-flash": "search.families.mobilellm_flash.family:MobileLLMFlashFamily",
+    "edgetam": "search.families.edgetam.family:EdgeTAMFamily",
+    "quant-rotation": "search.families.quant_rotation.family:QuantRotationFamily",
 }
 _registered: dict[str, str | type[Family]] = dict(_BUILTIN)
 

@@ -113,7 +113,7 @@ def load_spec(source: str | Path) -> SearchSpec:
             names = ", ".join(builtin_spec_names())
             raise UserError(f"No spec file {str(source)!r} and no built-in spec of that name (built-ins: {names}).")
         path = builtin
-    data = _read_mapping(path)
+    data = read_mapping(path)
     return parse_spec(data, origin=str(source))
 
 
@@ -129,7 +129,8 @@ def builtin_spec_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML, TOML or JSON file as a mapping; unreadable or malformed files are a ``UserError``."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

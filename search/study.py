@@ -5,7 +5,7 @@ milliseconds per trial once a batch is in flight. The driver therefore samples f
 study and copies each *finished* trial into an RDB study in the hilnas database, so that
 ``optuna-dashboard <db-url>`` still shows it. The hilnas tables are the source of truth: on
 resume, the in-memory study is rebuilt from them, and the mirror is topped up with any finished
-trial it missed.
+trial it missed. Mirror writes, like the recorder's, wait out a store that briefly drops out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
+from db.session import POSTGRES_KEEPALIVES, retry_transient
 from search.spec import SamplerSpec, SearchSpec
 
 NUMBER_ATTR = "hilnas_number"
@@ -25,7 +27,9 @@ NUMBER_ATTR = "hilnas_number"
 def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage on the hilnas database."""
     sqlite = db_url.startswith("sqlite")
-    engine_kwargs = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+    engine_kwargs: dict = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+    if make_url(db_url).get_backend_name() == "postgresql":
+        engine_kwargs["connect_args"] = {"connect_timeout": 5, **POSTGRES_KEEPALIVES}
     storage = optuna.storages.RDBStorage(db_url, engine_kwargs=engine_kwargs)
     if sqlite:
         # The hilnas engine already switched the file to WAL; make Optuna's connections use the
@@ -62,16 +66,34 @@ class StudyMirror:
     """The search's study in the hilnas database: finished trials only, tagged with their hilnas number."""
 
     def __init__(self, study_name: str, db_url: str, directions: list[str]) -> None:
+        self.db_url = db_url
         storage = optuna_storage(db_url)
         self.study = optuna.create_study(
             study_name=study_name, storage=storage, directions=directions, load_if_exists=True
         )
 
     def mirrored_numbers(self) -> set[int]:
-        return {t.user_attrs[NUMBER_ATTR] for t in self.study.get_trials(deepcopy=False) if NUMBER_ATTR in t.user_attrs}
+        def read() -> set[int]:
+            trials = self.study.get_trials(deepcopy=False)
+            return {t.user_attrs[NUMBER_ATTR] for t in trials if NUMBER_ATTR in t.user_attrs}
+
+        return retry_transient(read, self.db_url)
 
     def add(self, trials: list[FrozenTrial]) -> None:
-        self.study.add_trials(trials)
+        """Copy finished trials; a re-run first drops those that an unacknowledged commit already copied."""
+        tries = 0
+
+        def copy() -> None:
+            nonlocal tries
+            tries += 1
+            pending = trials
+            if tries > 1:
+                trials_now = self.study.get_trials(deepcopy=False)
+                mirrored = {t.user_attrs.get(NUMBER_ATTR) for t in trials_now}
+                pending = [t for t in trials if t.user_attrs[NUMBER_ATTR] not in mirrored]
+            self.study.add_trials(pending)
+
+        retry_transient(copy, self.db_url)
 
 
 def finished_trial(

@@ -12,7 +12,7 @@ from db.session import session_scope
 from search.driver import SearchDriver
 from search.families.benchmarks.problems import true_hypervolume
 from search.spec import parse_spec
-from search.study import optuna_storage
+from search.study import NUMBER_ATTR, optuna_storage
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -70,7 +70,7 @@ def test_pareto_flags_match_optuna_best_trials(sqlite_url: str) -> None:
     spec = parse_spec(_spec(budget={"trials": 30, "batch_size": 6, "max_concurrency": 2}))
     result = SearchDriver.start(spec, sqlite_url).run()
     study = optuna.load_study(study_name=f"hilnas-search-{result.search_id}", storage=optuna_storage(sqlite_url))
-    expected = {t.number for t in study.best_trials}
+    expected = {t.user_attrs[NUMBER_ATTR] for t in study.best_trials}  # Optuna numbers follow finishing order
     assert {t.number for t in _trials(sqlite_url, result.search_id) if t.is_pareto} == expected
     assert len(study.trials) == 30
 
@@ -88,7 +88,7 @@ def test_raising_trial_is_retried_then_recorded_failed(sqlite_url: str) -> None:
     assert "RuntimeError: injected fault in trial 1" in trials[1].error
     assert trials[2].state == "complete" and trials[2].attempts == 2
     study = optuna.load_study(study_name=f"hilnas-search-{result.search_id}", storage=optuna_storage(sqlite_url))
-    states = {t.number: t.state for t in study.trials}
+    states = {t.user_attrs[NUMBER_ATTR]: t.state for t in study.trials}
     assert states[1] == TrialState.FAIL and states[2] == TrialState.COMPLETE
 
 

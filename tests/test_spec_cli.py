@@ -85,7 +85,7 @@ def test_bad_spec_is_one_sentence_and_exit_2(tmp_path: Path, filename: str) -> N
 
 
 def test_missing_spec_file_names_the_builtins(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="built-ins: dtlz2, zdt1"):
+    with pytest.raises(UserError, match=r"built-ins: .*dtlz2, zdt1, zdt2, zdt3"):
         load_spec(tmp_path / "absent.yaml")
 
 

@@ -3,14 +3,23 @@
 from db.models.base import Base
 from db.models.core import Artifact, HypervolumePoint, Measurement, Search, Trial
 from db.models.judge import JudgeRun, JudgeVerdict
+from db.models.latency import DeviceProfile, LatencyPredictorRecord
+from db.models.scaling import ScalingDataset, ScalingFit, ScalingPoint, ScalingRun, ScalingSweep
 
 __all__ = [
     "Artifact",
     "Base",
+    "DeviceProfile",
     "HypervolumePoint",
     "JudgeRun",
     "JudgeVerdict",
+    "LatencyPredictorRecord",
     "Measurement",
+    "ScalingDataset",
+    "ScalingFit",
+    "ScalingPoint",
+    "ScalingRun",
+    "ScalingSweep",
     "Search",
     "Trial",
 ]

@@ -51,6 +51,8 @@ class Trial(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     node: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: Where the device actor measured the trial (``host:node_id:pid``), for families with latency objectives.
+    device_node: Mapped[str | None] = mapped_column(String(200), nullable=True)
     #: The sampler's bookkeeping (e.g. NSGA-II generation, constraints), to rebuild it on resume.
     sampler_attrs: Mapped[dict | None] = mapped_column(nullable=True)
     arch_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -25,10 +26,13 @@ REFERENCE = 1.1
 
 
 class FaultInjection(BaseModel):
-    """Make the first ``attempts`` attempts of the listed trial numbers raise, crash or hang."""
+    """Make the first ``attempts`` attempts of the listed trial numbers raise, crash or hang.
+
+    ``device_crash`` kills the device actor's process in the middle of the trial's measurement.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["raise", "crash", "hang"]
+    kind: Literal["raise", "crash", "hang", "device_crash"]
     trials: list[int] = Field(min_length=1)
     attempts: int = Field(1, ge=1)
 
@@ -38,6 +42,11 @@ class BenchmarkOptions(FamilyOptions):
     n_var: int | None = Field(None, ge=2, le=1000)
     n_obj: int = Field(2, ge=2, le=10, description="objectives (DTLZ2 only; ZDT has two)")
     work_ms: float = Field(0.0, ge=0, description="CPU time burnt per evaluation")
+    work_clock: Literal["wall", "process"] = Field(
+        "wall",
+        description="wall: burn until work_ms have passed (a fixed trial duration); process: until the process "
+        "has used work_ms of CPU time (a fixed amount of work, so trials slow down when CPUs are shared)",
+    )
     device_ms: float = Field(
         0.0, ge=0, description="time each candidate holds the device actor; > 0 adds a device_ms metric"
     )
@@ -139,6 +148,8 @@ class MultiObjectiveBenchmark(Family):
     def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:
         """Hold the device for ``device_ms`` and report when, so tests can check it measures one at a time."""
         started = time.time()
+        if self._fault_due("device_crash", context):
+            os._exit(14)
         time.sleep(self.options.device_ms / 1000.0)
         finished = time.time()
         return Evaluation(
@@ -148,23 +159,29 @@ class MultiObjectiveBenchmark(Family):
     def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
         self._inject_faults(context)
         if self.options.work_ms:
-            _burn_cpu(self.options.work_ms / 1000.0)
+            clock = time.perf_counter if self.options.work_clock == "wall" else time.process_time
+            _burn_cpu(self.options.work_ms / 1000.0, clock)
         x = np.array([params[f"x{i}"] for i in range(self.options.variables)], dtype=float)
         values = evaluate_problem(self.options.problem, x, self.options.n_obj)
         return Evaluation(metrics={f"f{m + 1}": float(v) for m, v in enumerate(values)})
 
+    def _fault_due(self, kind: str, context: TrialContext) -> bool:
+        return any(
+            fault.kind == kind and context.trial_number in fault.trials and context.attempt <= fault.attempts
+            for fault in self.options.faults
+        )
+
     def _inject_faults(self, context: TrialContext) -> None:
-        for fault in self.options.faults:
-            if context.trial_number in fault.trials and context.attempt <= fault.attempts:
-                if fault.kind == "raise":
-                    raise RuntimeError(f"injected fault in trial {context.trial_number}, attempt {context.attempt}")
-                if fault.kind == "crash":
-                    os._exit(13)
-                time.sleep(3600)
+        if self._fault_due("raise", context):
+            raise RuntimeError(f"injected fault in trial {context.trial_number}, attempt {context.attempt}")
+        if self._fault_due("crash", context):
+            os._exit(13)
+        if self._fault_due("hang", context):
+            time.sleep(3600)
 
 
-def _burn_cpu(seconds: float) -> None:
-    deadline = time.perf_counter() + seconds
+def _burn_cpu(seconds: float, clock: Callable[[], float]) -> None:
+    deadline = clock() + seconds
     total = 0
-    while time.perf_counter() < deadline:
+    while clock() < deadline:
         total += sum(range(1000))

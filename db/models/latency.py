@@ -1,0 +1,48 @@
+"""Latency tables: measured device peaks and fitted latency predictors with their accuracy."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, Index, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.models.base import Base, utcnow
+
+
+class DeviceProfile(Base):
+    """Peak compute and memory bandwidth measured on a device (the roofline's ceilings)."""
+
+    __tablename__ = "hilnas_device_profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(100), index=True)
+    threads: Mapped[int] = mapped_column()
+    peak_gflops: Mapped[float] = mapped_column(Float)
+    bandwidth_gbs: Mapped[float] = mapped_column(Float)
+    fingerprint: Mapped[dict] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LatencyPredictorRecord(Base):
+    """One fitted predictor for a (device, backend, phase), its metrics and the pickled estimator.
+
+    ``metrics`` holds {"random": {...}, "out_of_range": {...}, "noise_floor": {...}} as computed
+    by ``latency_models.metrics``; ``selected`` marks the one chosen by cross-validation.
+    """
+
+    __tablename__ = "hilnas_latency_predictors"
+    __table_args__ = (Index("ix_latency_predictor_key", "device", "backend", "phase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(100))
+    backend: Mapped[str] = mapped_column(String(100))
+    phase: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(100))
+    selected: Mapped[bool] = mapped_column(default=False)
+    n_measurements: Mapped[int] = mapped_column()
+    cv_mape: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict] = mapped_column()
+    params: Mapped[dict] = mapped_column()
+    model_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

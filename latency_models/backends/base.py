@@ -1,0 +1,65 @@
+"""What a latency backend provides: turn a graph into something runnable and time-able."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+
+class ExportFailure(RuntimeError):
+    """A graph could not be exported or lowered; ``operator`` names the op that failed when known."""
+
+    def __init__(self, phase: str, operator: str | None, detail: str) -> None:
+        where = f" at operator {operator}" if operator else ""
+        super().__init__(f"export of the {phase} graph failed{where}: {detail}")
+        self.phase, self.operator = phase, operator
+
+
+_OPERATOR_PATTERNS = (
+    re.compile(r"target=(?:torch\.ops\.)?([\w.]+)"),
+    re.compile(r"(aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)"),
+    re.compile(r"Missing operator: (?:\[\d+\] )?([\w:.]+)"),
+)
+
+
+def failing_operator(exc: BaseException) -> str | None:
+    """The operator an export/lowering/loading error points at, read from its message."""
+    text = f"{exc}\n{exc.__cause__ or ''}"
+    for pattern in _OPERATOR_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+@dataclass
+class PreparedGraph:
+    """A graph ready to run on a backend: ``run`` executes it once on the example inputs."""
+
+    run: Callable[[], list[Tensor]]
+    export_s: float
+    artifact: Path | None = None
+
+
+class Backend(ABC):
+    """A runtime that executes exported graphs (ExecuTorch with XNNPACK, PyTorch eager, ...)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Library versions that belong in a measurement's machine fingerprint."""
+
+    @abstractmethod
+    def set_threads(self, threads: int) -> None:
+        """Fix the runtime's thread count (the protocol measures at a fixed count)."""
+
+    @abstractmethod
+    def prepare(self, graph: nn.Module, inputs: tuple[Tensor, ...], phase: str, workdir: Path) -> PreparedGraph:
+        """Export/compile ``graph`` for ``inputs``; raise ``ExportFailure`` naming the failing operator."""

@@ -1,0 +1,200 @@
+"""Choosing what to measure, and fitting and scoring every predictor on what was measured.
+
+Calibration starts with a space-filling design over a pool of random valid candidates (greedy
+maximin in standardised log-feature space), then repeatedly measures the candidate whose
+latency the Gaussian-process predictor is least sure about, summed over prefill and decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import KFold, cross_val_predict
+
+from latency_models.features import phase_features
+from latency_models.measure import PHASES
+from latency_models.metrics import accuracy, out_of_range_split
+from latency_models.predictors import (
+    LOG_COLUMNS,
+    PREDICTORS,
+    GaussianProcessPredictor,
+    LatencyPredictor,
+    RooflinePredictor,
+    select_by_cv,
+)
+from search.families.mobilellm_flash.space import ArchConfig, SpaceOptions, Workload, candidate_from_params
+from search.family import InvalidCandidate
+from search.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Candidate:
+    params: dict[str, Any]
+    arch: ArchConfig
+    workload: Workload
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return self.arch.arch_hash(), self.workload.prefill_len, self.workload.decode_kv_len
+
+
+def candidate_pool(space: SearchSpace, n: int, seed: int, options: SpaceOptions | None = None) -> list[Candidate]:
+    """``n`` distinct valid candidates drawn at random from ``space`` (invalid draws are skipped)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    pool: dict[tuple, Candidate] = {}
+    for _ in range(n * 20):
+        if len(pool) >= n:
+            break
+        params = space.sample(study.ask())
+        try:
+            arch, workload = candidate_from_params(params, options)
+        except InvalidCandidate:
+            continue
+        candidate = Candidate(params, arch, workload)
+        pool.setdefault(candidate.key, candidate)
+    return list(pool.values())
+
+
+def design_matrix(candidates: list[Candidate]) -> np.ndarray:
+    """Standardised log features of both phases, one row per candidate."""
+    rows = [
+        np.concatenate([np.log1p([phase_features(c.arch, c.workload, p)[k] for k in LOG_COLUMNS]) for p in PHASES])
+        for c in candidates
+    ]
+    matrix = np.asarray(rows)
+    spread = matrix.std(axis=0)
+    return (matrix - matrix.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+
+
+def maximin_design(points: np.ndarray, k: int, seed: int) -> list[int]:
+    """Greedy farthest-point selection of ``k`` rows (scipy.stats.qmc designs continuous boxes,
+    but the candidates here are a discrete pool of valid architectures)."""
+    chosen = [int(np.random.default_rng(seed).integers(len(points)))]
+    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+    while len(chosen) < min(k, len(points)):
+        nxt = int(distance.argmax())
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
+    return chosen
+
+
+MeasureFn = Callable[[Candidate], dict[str, dict[str, Any]]]
+
+
+@dataclass
+class CalibrationResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    measured: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def calibrate(
+    pool: list[Candidate],
+    measure: MeasureFn,
+    budget: int,
+    n_initial: int,
+    seed: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> CalibrationResult:
+    """Measure up to ``budget`` candidates of ``pool``: a maximin design first, then by uncertainty.
+
+    ``measure`` returns one stable row per phase or raises; a candidate that fails is noted and
+    skipped (it still counts against the budget, since the device time was spent).
+    """
+    result = CalibrationResult()
+    tried: set[int] = set()
+    points = design_matrix(pool)
+    queue = maximin_design(points, min(n_initial, budget), seed)
+    while len(tried) < min(budget, len(pool)):
+        index = queue.pop(0) if queue else _most_uncertain(pool, tried, result.rows)
+        tried.add(index)
+        try:
+            rows = measure(pool[index])
+        except Exception as exc:  # an export failure or unstable device: skip this candidate, keep going
+            result.failures.append(f"{pool[index].arch.arch_hash()[:12]}: {type(exc).__name__}: {exc}")
+        else:
+            result.rows.extend(rows.values())
+            result.measured.append(index)
+        if on_step is not None:
+            on_step(len(tried), budget)
+    return result
+
+
+def _most_uncertain(pool: list[Candidate], tried: set[int], rows: list[dict[str, Any]]) -> int:
+    """The untried candidate with the largest predicted relative std, summed over phases."""
+    remaining = [i for i in range(len(pool)) if i not in tried]
+    total = np.zeros(len(remaining))
+    for phase in PHASES:
+        phase_rows = [r for r in rows if r["phase"] == phase]
+        if len(phase_rows) < 3:
+            return remaining[0]
+        model = GaussianProcessPredictor().fit(*training_data(phase_rows))
+        frame = pd.DataFrame([phase_features(pool[i].arch, pool[i].workload, phase) for i in remaining])
+        total += model.predict(frame, return_std=True)[1]
+    return remaining[int(total.argmax())]
+
+
+def training_data(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and median latencies of measurement rows (one phase)."""
+    from latency_models.features import feature_frame
+
+    return feature_frame(rows), np.array([r["median_ms"] for r in rows], float)
+
+
+def make_predictor(name: str, peaks: dict[str, float] | None) -> LatencyPredictor:
+    if name == RooflinePredictor.name:
+        if peaks is None:
+            raise ValueError("the roofline predictor needs the device's measured peaks")
+        return RooflinePredictor(**peaks)
+    return PREDICTORS[name]()
+
+
+@dataclass
+class PredictorReport:
+    name: str
+    predictor: LatencyPredictor
+    selected: bool
+    cv_mape: float | None
+    metrics: dict[str, dict[str, float]]
+
+
+def evaluate_predictors(
+    train: list[dict[str, Any]],
+    peaks: dict[str, float] | None,
+    held_out: list[dict[str, Any]] | None = None,
+    out_of_range: list[dict[str, Any]] | None = None,
+    oor_fraction: float = 0.25,
+) -> list[PredictorReport]:
+    """Fit every predictor on ``train`` (one phase) and score it on a random and an out-of-range split.
+
+    Without explicit held-out rows the random split is 5-fold cross-validation on ``train``;
+    without explicit out-of-range rows the largest ``oor_fraction`` of ``train`` (by parameter
+    count) is held out and the rest trained on.
+    """
+    X, y = training_data(train)
+    selected, cv_scores = select_by_cv(X, y)
+    reports = []
+    for name in PREDICTORS:
+        predictor = make_predictor(name, peaks).fit(X, y)
+        metrics: dict[str, dict[str, float]] = {}
+        if held_out:
+            hx, hy = training_data(held_out)
+            metrics["random"] = accuracy(hy, predictor.predict(hx))
+        else:
+            folds = KFold(min(5, len(y)), shuffle=True, random_state=0)
+            metrics["random"] = accuracy(y, cross_val_predict(clone(predictor), X, y, cv=folds))
+        if out_of_range:
+            ox, oy = training_data(out_of_range)
+            metrics["out_of_range"] = accuracy(oy, predictor.predict(ox))
+        else:
+            fit_idx, test_idx = out_of_range_split(X["params"].to_numpy(), oor_fraction)
+            small = clone(predictor).fit(X.iloc[fit_idx], y[fit_idx])
+            metrics["out_of_range"] = accuracy(y[test_idx], small.predict(X.iloc[test_idx]))
+        reports.append(PredictorReport(name, predictor, name == selected, cv_scores.get(name), metrics))
+    return reports

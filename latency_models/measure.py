@@ -1,0 +1,122 @@
+"""Measure one architecture: build it, export each phase's graph, check it against eager, time it.
+
+Prefill and decode are separate graphs with static shapes, exactly what a phone would run: the
+prompt of ``prefill_len`` tokens, and one token against a KV cache of ``decode_kv_len`` entries.
+The result is one row per phase with the columns of ``hilnas_measurements``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latency_models.backends import Backend, PreparedGraph
+from latency_models.protocol import ProtocolConfig, Timing, machine_fingerprint, measure
+from search.families.mobilellm_flash.model import MobileLLM, example_inputs, phase_graph
+from search.families.mobilellm_flash.space import ArchConfig, Workload
+
+PHASES = ("prefill", "decode")
+
+
+class OutputMismatch(RuntimeError):
+    """The backend's outputs differ from eager PyTorch's: its timings would describe the wrong computation."""
+
+
+def phase_shape(workload: Workload, phase: str) -> dict[str, int]:
+    """The part of the workload a phase's graph depends on (the cache key's ``shape``)."""
+    return {"prefill_len": workload.prefill_len} if phase == "prefill" else {"decode_kv_len": workload.decode_kv_len}
+
+
+@dataclass
+class PhaseResult:
+    row: dict[str, Any]
+    prepared: PreparedGraph
+    timing: Timing
+
+
+def check_outputs(prepared: PreparedGraph, expected: tuple[torch.Tensor, ...], phase: str) -> float:
+    """Largest absolute difference to eager; raises ``OutputMismatch`` beyond float32 round-off."""
+    got = prepared.run()
+    if len(got) != len(expected):
+        raise OutputMismatch(f"the {phase} graph returned {len(got)} outputs, eager returned {len(expected)}")
+    worst = 0.0
+    for index, (out, ref) in enumerate(zip(got, expected, strict=True)):
+        if out.shape != ref.shape or not torch.allclose(out, ref, rtol=1e-3, atol=1e-4):
+            diff = (out - ref).abs().max().item() if out.shape == ref.shape else float("nan")
+            raise OutputMismatch(f"output {index} of the {phase} graph differs from eager (max |diff| {diff:.3g})")
+        worst = max(worst, (out - ref).abs().max().item())
+    return worst
+
+
+def measure_phase(
+    model: MobileLLM,
+    workload: Workload,
+    phase: str,
+    backend: Backend,
+    device: str,
+    protocol: ProtocolConfig,
+    workdir: Path,
+    stage: str | None = None,
+) -> PhaseResult:
+    """Export, verify and time one phase; the row carries the timing, its spread and the fingerprint."""
+    backend.set_threads(protocol.threads)
+    graph = phase_graph(model, phase).eval()
+    inputs = example_inputs(model, workload, phase)
+    with torch.inference_mode():
+        expected = tuple(graph(*inputs))
+    prepared = backend.prepare(graph, inputs, phase, workdir)
+    max_diff = check_outputs(prepared, expected, phase)
+    started = time.perf_counter()
+    timing = measure(prepared.run, protocol)
+    row = {
+        "arch_hash": model.config.arch_hash(),
+        "architecture": model.config.model_dump(mode="json"),
+        "device": device,
+        "backend": backend.name,
+        "phase": phase,
+        "shape": phase_shape(workload, phase),
+        "stage": stage,
+        "median_ms": timing.median_ms,
+        "p10_ms": timing.p10_ms,
+        "p90_ms": timing.p90_ms,
+        "cv": timing.cv,
+        "n_samples": len(timing.samples_ms),
+        "samples_ms": timing.samples_ms,
+        "stable": timing.stable,
+        "fingerprint": machine_fingerprint(backend.versions(), protocol),
+        "extra": {
+            "export_s": prepared.export_s,
+            "measure_s": time.perf_counter() - started,
+            "ci_half_width": timing.ci_half_width,
+            "attempts": timing.attempts,
+            "attempt_history": timing.history,
+            "max_abs_diff_vs_eager": max_diff,
+            "n_params": model.config.n_params(),
+        },
+    }
+    return PhaseResult(row=row, prepared=prepared, timing=timing)
+
+
+def build_model(arch: ArchConfig, seed: int = 0) -> MobileLLM:
+    """The candidate with deterministic random weights (latency does not depend on their values)."""
+    torch.manual_seed(seed)
+    return MobileLLM(arch).eval()
+
+
+def measure_architecture(
+    arch: ArchConfig,
+    workload: Workload,
+    backend: Backend,
+    device: str,
+    protocol: ProtocolConfig,
+    workdir: Path,
+    phases: tuple[str, ...] = PHASES,
+    stage: str | None = None,
+) -> dict[str, PhaseResult]:
+    """Every requested phase of one architecture, each exported into ``workdir``."""
+    model = build_model(arch)
+    return {phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage) for phase in phases}

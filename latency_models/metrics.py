@@ -1,0 +1,47 @@
+"""Accuracy of latency predictions, the device's noise floor, and the splits they are computed on."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def accuracy(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MAPE and RMSPE (%), share within +-5% / +-10%, and Kendall's tau of the ranking."""
+    measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
+    if len(measured) == 0:
+        raise ValueError("no measurements to score")
+    relative = (predicted - measured) / measured
+    tau = stats.kendalltau(measured, predicted).statistic if len(measured) > 1 else float("nan")
+    return {
+        "mape": float(np.mean(np.abs(relative)) * 100),
+        "rmspe": float(np.sqrt(np.mean(relative**2)) * 100),
+        "within_5": float(np.mean(np.abs(relative) <= 0.05)),
+        "within_10": float(np.mean(np.abs(relative) <= 0.10)),
+        "kendall_tau": float(tau),
+        "n": float(len(measured)),
+    }
+
+
+def noise_floor(first: np.ndarray, second: np.ndarray) -> dict[str, float]:
+    """The error of predicting a measurement by re-measuring the same architecture.
+
+    No predictor can be expected to beat this: it is the device's own run-to-run disagreement.
+    """
+    return accuracy(np.asarray(first, float), np.asarray(second, float))
+
+
+def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, test) indices."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(n * test_fraction))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def out_of_range_split(size: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices where every test architecture is larger than every training one."""
+    size = np.asarray(size, float)
+    threshold = np.quantile(size, 1.0 - test_fraction)
+    test = np.flatnonzero(size >= threshold)
+    train = np.flatnonzero(size < threshold)
+    return train, test

@@ -1,0 +1,224 @@
+"""Latency predictors as scikit-learn estimators: ``fit(X, y)`` / ``predict(X)`` on ``features.py`` frames.
+
+From simplest to richest:
+
+- ``roofline``: analytical, no fitting; each kind of work takes max(FLOPs / peak, bytes / bandwidth)
+  at the device's measured peak compute and memory bandwidth.
+- ``flops-linear``: latency = a * FLOPs + b.
+- ``layerwise``: nn-Meter-style additive model: every layer's latency is a non-negative linear
+  function of its own work (projection, attention-score, FFN FLOPs, KV bytes, a per-layer cost by
+  attention mode) and the model's latency is their sum plus the head. The block coefficients are
+  fitted jointly from end-to-end latencies (blocks are not timed in isolation).
+- ``boosted-trees`` and ``gaussian-process``: the layerwise model corrected by a learned model of
+  its log-ratio error on log features; both report an uncertainty (spread of a bagged ensemble,
+  GP posterior std), which calibration uses to choose what to measure next. Far outside the
+  training range the correction fades and the additive model extrapolates.
+
+All fits minimise relative error (latencies span orders of magnitude).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.ensemble import BaggingRegressor, GradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from latency_models.features import KINDS
+from latency_models.metrics import accuracy
+
+#: Per-layer work terms of the additive model (norm and softmax work track these closely, so they are
+#: left out: fewer coefficients matter with a few dozen calibration measurements).
+ADDITIVE_COLUMNS = [
+    "attn_proj_flops",
+    "attn_score_full_flops",
+    "attn_score_local_flops",
+    "ffn_flops",
+    "head_flops",
+    "kv_bytes",
+    "n_full",
+    "n_local",
+    "n_skip",
+]
+LOG_COLUMNS = [
+    "flops",
+    "bytes",
+    "attn_proj_flops",
+    "attn_score_full_flops",
+    "attn_score_local_flops",
+    "ffn_flops",
+    "kv_bytes",
+    "n_layers",
+    "n_attention",
+    "dim",
+    "tokens",
+]
+
+
+def _log_features(X: pd.DataFrame) -> np.ndarray:
+    return np.log1p(X[LOG_COLUMNS].to_numpy(float))
+
+
+class LatencyPredictor(BaseEstimator, RegressorMixin):
+    """Base: predicts milliseconds; ``has_uncertainty`` predictors accept ``return_std=True``.
+
+    The returned std is relative (a std of log-latency), since errors scale with latency.
+    """
+
+    name: ClassVar[str]
+    has_uncertainty: ClassVar[bool] = False
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LatencyPredictor:
+        raise NotImplementedError
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RooflinePredictor(LatencyPredictor):
+    name = "roofline"
+
+    def __init__(self, peak_gflops: float = 10.0, bandwidth_gbs: float = 10.0) -> None:
+        self.peak_gflops = peak_gflops
+        self.bandwidth_gbs = bandwidth_gbs
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RooflinePredictor:
+        """Nothing to learn: the bound comes from the device's measured peaks."""
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        seconds = sum(
+            np.maximum(X[f"{kind}_flops"] / (self.peak_gflops * 1e9), X[f"{kind}_bytes"] / (self.bandwidth_gbs * 1e9))
+            for kind in KINDS
+        )
+        return np.asarray(seconds, float) * 1000.0
+
+
+class FlopsLinearPredictor(LatencyPredictor):
+    name = "flops-linear"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> FlopsLinearPredictor:
+        y = np.asarray(y, float)
+        self.model_ = LinearRegression(positive=True).fit(X[["flops"]], y, sample_weight=1.0 / y**2)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.model_.predict(X[["flops"]])
+
+
+class LayerwisePredictor(LatencyPredictor):
+    name = "layerwise"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LayerwisePredictor:
+        y = np.asarray(y, float)
+        self.scale_ = X[ADDITIVE_COLUMNS].abs().max().replace(0, 1.0)
+        self.model_ = LinearRegression(positive=True).fit(
+            X[ADDITIVE_COLUMNS] / self.scale_, y, sample_weight=1.0 / y**2
+        )
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.maximum(self.model_.predict(X[ADDITIVE_COLUMNS] / self.scale_), 1e-6)
+
+    def block_costs(self) -> dict[str, float]:
+        """Milliseconds per unit of each additive term (per FLOP, per byte, per layer of a mode)."""
+        return {col: float(c / s) for col, c, s in zip(ADDITIVE_COLUMNS, self.model_.coef_, self.scale_, strict=True)}
+
+
+class _CorrectedLayerwise(LatencyPredictor):
+    """Layerwise model times exp(learned correction of its log error)."""
+
+    has_uncertainty = True
+
+    def _corrector(self) -> BaseEstimator:
+        raise NotImplementedError
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> _CorrectedLayerwise:
+        y = np.asarray(y, float)
+        self.base_ = LayerwisePredictor().fit(X, y)
+        residual = np.log(y) - np.log(self.base_.predict(X))
+        with warnings.catch_warnings():  # hyper-parameters at their bounds are expected on tiny samples
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.corrector_ = self._corrector().fit(_log_features(X), residual)
+        return self
+
+    def predict(self, X: pd.DataFrame, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        mean, std = self._correction(_log_features(X))
+        prediction = self.base_.predict(X) * np.exp(mean)
+        return (prediction, std) if return_std else prediction
+
+    def _correction(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class BoostedTreesPredictor(_CorrectedLayerwise):
+    name = "boosted-trees"
+
+    def __init__(self, n_bags: int = 8, max_depth: int = 3, n_estimators: int = 150, random_state: int = 0) -> None:
+        self.n_bags = n_bags
+        self.max_depth = max_depth
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def _corrector(self) -> BaseEstimator:
+        trees = GradientBoostingRegressor(max_depth=self.max_depth, n_estimators=self.n_estimators, learning_rate=0.05)
+        return BaggingRegressor(trees, n_estimators=self.n_bags, random_state=self.random_state)
+
+    def _correction(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        each = np.stack([tree.predict(features) for tree in self.corrector_.estimators_])
+        return each.mean(axis=0), each.std(axis=0)
+
+
+class GaussianProcessPredictor(_CorrectedLayerwise):
+    name = "gaussian-process"
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+
+    def _corrector(self) -> BaseEstimator:
+        kernel = ConstantKernel(0.01, (1e-5, 1.0)) * RBF(np.ones(len(LOG_COLUMNS)), (1e-2, 1e3)) + WhiteKernel(
+            1e-3, (1e-6, 1e-1)
+        )
+        process = GaussianProcessRegressor(kernel, random_state=self.random_state)
+        return make_pipeline(StandardScaler(), process)
+
+    def _correction(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scaler, process = self.corrector_[0], self.corrector_[-1]
+        mean, std = process.predict(scaler.transform(features), return_std=True)
+        return mean, std
+
+
+PREDICTORS: dict[str, type[LatencyPredictor]] = {
+    cls.name: cls
+    for cls in (
+        RooflinePredictor,
+        FlopsLinearPredictor,
+        LayerwisePredictor,
+        BoostedTreesPredictor,
+        GaussianProcessPredictor,
+    )
+}
+LEARNED = ("flops-linear", "layerwise", "boosted-trees", "gaussian-process")
+
+
+def cross_validated_mape(predictor: LatencyPredictor, X: pd.DataFrame, y: np.ndarray, folds: int = 5) -> float:
+    """Mean absolute percentage error of out-of-fold predictions."""
+    folds = max(2, min(folds, len(y)))
+    predicted = cross_val_predict(clone(predictor), X, y, cv=KFold(folds, shuffle=True, random_state=0))
+    return accuracy(y, predicted)["mape"]
+
+
+def select_by_cv(X: pd.DataFrame, y: np.ndarray, names: tuple[str, ...] = LEARNED) -> tuple[str, dict[str, float]]:
+    """The learned predictor with the lowest cross-validated MAPE, and every candidate's score."""
+    scores = {name: cross_validated_mape(PREDICTORS[name](), X, y) for name in names}
+    return min(scores, key=scores.__getitem__), scores

@@ -1,0 +1,134 @@
+"""The measurement protocol: fixed threads, warm-up, repeat until the median is pinned down.
+
+A measurement repeats the call until the 95% confidence interval of the median (an exact,
+distribution-free order-statistic interval from ``scipy.stats.quantile_test``) is narrower than
+``ci_half_width`` of the median, or until ``time_cap_s``. A measurement whose interval never got
+narrow enough is *unstable*: it is repeated up to ``attempts`` times and, if still unstable,
+returned flagged so that callers refuse to use it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+
+
+class ProtocolConfig(BaseModel):
+    """How one (graph, shape) is timed; stored with every measurement in its fingerprint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    threads: int = Field(1, ge=1, description="runtime threads, fixed for every measurement")
+    warmup: int = Field(3, ge=0)
+    min_repeats: int = Field(15, ge=5)
+    max_repeats: int = Field(400, ge=5)
+    ci_half_width: float = Field(0.03, gt=0, description="target half-width of the median's 95% CI, relative")
+    time_cap_s: float = Field(3.0, gt=0, description="timed seconds per attempt before giving up")
+    attempts: int = Field(3, ge=1, description="re-measurements of an unstable result")
+
+
+@dataclass
+class Timing:
+    """Summary of one measurement (milliseconds) and whether it met the protocol's precision."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    cv: float
+    ci_half_width: float
+    samples_ms: list[float]
+    stable: bool
+    attempts: int = 1
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def median_ci_half_width(samples: np.ndarray) -> float:
+    """Half-width of the median's 95% CI relative to the median (inf when too few samples)."""
+    interval = stats.quantile_test(samples, q=float(np.median(samples)), p=0.5).confidence_interval(0.95)
+    if not (np.isfinite(interval.low) and np.isfinite(interval.high)):
+        return float("inf")
+    return float((interval.high - interval.low) / 2 / np.median(samples))
+
+
+def summarize(samples_ms: list[float], ci_target: float) -> Timing:
+    values = np.asarray(samples_ms, dtype=float)
+    half_width = median_ci_half_width(values)
+    return Timing(
+        median_ms=float(np.median(values)),
+        p10_ms=float(np.percentile(values, 10)),
+        p90_ms=float(np.percentile(values, 90)),
+        cv=float(values.std(ddof=1) / values.mean()) if len(values) > 1 else 0.0,
+        ci_half_width=half_width,
+        samples_ms=[round(v, 5) for v in samples_ms],
+        stable=half_width <= ci_target,
+    )
+
+
+def time_once(run: Callable[[], Any], config: ProtocolConfig) -> Timing:
+    """One attempt: warm up, then time ``run`` until the median's CI is narrow enough or time runs out."""
+    for _ in range(config.warmup):
+        run()
+    samples: list[float] = []
+    deadline = time.perf_counter() + config.time_cap_s
+    while len(samples) < config.max_repeats:
+        start = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - start) * 1000.0)
+        enough = len(samples) >= config.min_repeats
+        # Checking the interval costs ~0.1 ms, so do it every few samples once there are enough.
+        if enough and len(samples) % 5 == 0 and median_ci_half_width(np.asarray(samples)) <= config.ci_half_width:
+            break
+        if enough and time.perf_counter() > deadline:
+            break
+    return summarize(samples, config.ci_half_width)
+
+
+def measure(run: Callable[[], Any], config: ProtocolConfig) -> Timing:
+    """Time ``run`` by the protocol, re-measuring an unstable result; the last one is returned flagged."""
+    history: list[dict[str, float]] = []
+    while True:
+        timing = time_once(run, config)
+        history.append({"median_ms": timing.median_ms, "ci_half_width": timing.ci_half_width})
+        if timing.stable or len(history) == config.attempts:
+            timing.attempts, timing.history = len(history), history
+            return timing
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_fingerprint(versions: dict[str, str], config: ProtocolConfig) -> dict[str, Any]:
+    """What the numbers depend on: CPU, cores, frequency governor, kernel, libraries and threads."""
+    return {
+        "host": socket.gethostname(),
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "unknown",
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "threads": config.threads,
+        "protocol": config.model_dump(),
+        **{f"{name}_version": value for name, value in versions.items()},
+    }

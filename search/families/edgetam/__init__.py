@@ -1,0 +1,1 @@
+"""EdgeTAM-style video object segmentation: a SAM 2-like tracker with searchable memory variants."""

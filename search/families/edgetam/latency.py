@@ -1,0 +1,163 @@
+"""Per-frame latency of an EdgeTAM model, split into its four components, through the shared latency backends.
+
+Each component becomes its own static-shape graph, exactly what a phone would run once per frame in the
+steady state of tracking one object with a full bank (the prompted frame plus ``memory_frames`` recent
+frames): the image encoder, the memory encoder (mask fusion plus the variant's compression), memory
+attention over the bank's tokens, and the mask decoder; a fifth graph is the whole per-frame step.
+Graphs are exported by a ``latency_models`` backend (ExecuTorch + XNNPACK, or PyTorch eager), checked
+against eager outputs, and timed with the shared measurement protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from latency_models.backends import Backend
+from latency_models.measure import check_outputs
+from latency_models.protocol import ProtocolConfig, Timing, machine_fingerprint, measure
+from search.families.edgetam.model import EdgeTAM, MemoryEntry
+
+COMPONENTS = ("image_encoder", "memory_encoder", "memory_attention", "mask_decoder", "frame")
+
+
+class _Bank(nn.Module):
+    """The bank's constant parts (position encodings with temporal slots, places, biases) as buffers."""
+
+    def __init__(self, model: EdgeTAM, bank: list[tuple[int, MemoryEntry]]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("positions", torch.cat([e.positions + model.temporal[s] for s, e in bank], dim=1).detach())
+        self.register_buffer("coordinates", torch.cat([e.coordinates for _, e in bank]))
+        self.register_buffer("bias", torch.cat([e.score_bias for _, e in bank]))
+
+    def attend(self, features: Tensor, memory: Tensor) -> Tensor:
+        return self.model.memory_attention(features, memory, self.positions, self.coordinates, self.bias)
+
+
+class ImageEncoderGraph(nn.Module):
+    def __init__(self, model: EdgeTAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.encode_image(frame)
+
+
+class MemoryEncoderGraph(nn.Module):
+    def __init__(self, model: EdgeTAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: Tensor, mask: Tensor, pointer: Tensor) -> tuple[Tensor]:
+        return (self.model.encode_memory(features, mask, pointer).tokens,)
+
+
+class MemoryAttentionGraph(_Bank):
+    def forward(self, features: Tensor, memory: Tensor) -> tuple[Tensor]:
+        return (self.attend(features, memory),)
+
+
+class MaskDecoderGraph(nn.Module):
+    def __init__(self, model: EdgeTAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: Tensor, high_res: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.model.decode(features, high_res)
+
+
+class FrameGraph(_Bank):
+    """One whole tracking step: encode, attend to the bank, decode, and encode the new memory."""
+
+    def forward(self, frame: Tensor, memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        features, high_res = self.model.encode_image(frame)
+        logits, scores, pointer = self.model.decode(self.attend(features, memory), high_res)
+        return logits, scores, self.model.encode_memory(features, torch.sigmoid(logits), pointer).tokens
+
+
+@dataclass
+class ComponentGraph:
+    graph: nn.Module
+    inputs: tuple[Tensor, ...]
+
+
+@torch.no_grad()  # not inference_mode: its tensors cannot be traced by torch.export
+def component_graphs(model: EdgeTAM) -> dict[str, ComponentGraph]:
+    """The five graphs with example inputs at the model's full bank (batch of one object)."""
+    model.eval()
+    config = model.config
+    generator = torch.Generator().manual_seed(0)
+    frame = torch.randn(1, 3, config.resolution, config.resolution, generator=generator)
+    features, high_res = model.encode_image(frame)
+    mask = torch.rand(1, 1, config.resolution, config.resolution, generator=generator)
+    pointer = torch.randn(1, config.dim, generator=generator)
+    bank = [(0, model.encode_memory(features, mask, None))]
+    bank += [(slot, model.encode_memory(features, mask, pointer)) for slot in range(1, config.memory_frames + 1)]
+    memory = torch.cat([entry.tokens for _, entry in bank], dim=1)
+    return {
+        "image_encoder": ComponentGraph(ImageEncoderGraph(model), (frame,)),
+        "memory_encoder": ComponentGraph(MemoryEncoderGraph(model), (features, mask, pointer)),
+        "memory_attention": ComponentGraph(MemoryAttentionGraph(model, bank), (features, memory)),
+        "mask_decoder": ComponentGraph(MaskDecoderGraph(model), (features, high_res)),
+        "frame": ComponentGraph(FrameGraph(model, bank), (frame, memory)),
+    }
+
+
+@dataclass
+class ComponentResult:
+    timing: Timing
+    export_s: float
+    max_abs_diff: float
+
+
+def measure_components(
+    model: EdgeTAM, backend: Backend, protocol: ProtocolConfig, workdir: Path
+) -> dict[str, ComponentResult]:
+    """Export, verify against eager and time every component graph of ``model`` on ``backend``."""
+    results = {}
+    for name, component in component_graphs(model).items():
+        with torch.no_grad():
+            expected = tuple(component.graph(*component.inputs))
+        prepared = backend.prepare(component.graph, component.inputs, name, workdir)
+        max_diff = check_outputs(prepared, expected, name)
+        backend.set_threads(protocol.threads)
+        results[name] = ComponentResult(measure(prepared.run, protocol), prepared.export_s, max_diff)
+    return results
+
+
+def measurement_rows(
+    results: dict[str, ComponentResult],
+    arch_hash: str,
+    architecture: dict[str, Any],
+    shape: dict[str, Any],
+    device: str,
+    backend: Backend,
+    protocol: ProtocolConfig,
+) -> list[dict[str, Any]]:
+    """Rows for ``hilnas_measurements``: one per component, phase ``edgetam_<component>``."""
+    fingerprint = machine_fingerprint(backend.versions(), protocol)
+    return [
+        {
+            "arch_hash": arch_hash,
+            "architecture": architecture,
+            "device": device,
+            "backend": backend.name,
+            "phase": f"edgetam_{name}",
+            "shape": shape,
+            "median_ms": result.timing.median_ms,
+            "p10_ms": result.timing.p10_ms,
+            "p90_ms": result.timing.p90_ms,
+            "cv": result.timing.cv,
+            "n_samples": len(result.timing.samples_ms),
+            "samples_ms": result.timing.samples_ms,
+            "stable": result.timing.stable,
+            "fingerprint": fingerprint,
+            "extra": {"export_s": result.export_s, "max_abs_diff": result.max_abs_diff},
+        }
+        for name, result in results.items()
+    ]

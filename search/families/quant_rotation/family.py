@@ -1,0 +1,161 @@
+"""The ``quant-rotation`` family: a search over how to rotate and quantize one fixed model.
+
+A candidate is a recipe (rotation kind and seed, which of R1-R4 are on, bit widths, clipping
+ratios, GPTQ or RTN); its objectives are held-out perplexity of the fake-quantized model and the
+model's storage size. The seed is a searched parameter, so the trials table holds the spread of
+quality over random rotations (``seed_spread`` summarises it). No latency objective: fake
+quantization runs no integer kernels, so timing it would measure nothing real.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+from pydantic import Field
+
+from hilnas.errors import UserError
+from search.families.quant_rotation.quantizers import QuantSpec
+from search.families.quant_rotation.rotation import ROTATION_KINDS
+from search.family import Evaluation, Family, FamilyOptions, InvalidCandidate, ObjectiveDefault, TrialContext
+from search.space import CategoricalParam, FloatParam, IntParam, PerLayerParam, SearchSpace
+
+BIT_PARAMS = ("w_bits", "a_bits", "kv_bits")
+
+
+class QuantRotationOptions(FamilyOptions):
+    model: str | None = Field(None, description="checkpoint to quantize; None: the cached stand-in backbone")
+    seq_len: int = Field(128, ge=2, le=4096)
+    calibration_sequences: int = Field(32, ge=1)
+    heldout_sequences: int = Field(32, ge=1)
+    cayley_steps: int = Field(50, ge=1)
+    cayley_lr: float = Field(1.5, gt=0)
+    kv_group: int | None = Field(None, ge=1, description="KV features per quantization group; None: per head")
+
+
+class QuantRotationFamily(Family):
+    name = "quant-rotation"
+    description = "SpinQuant-style rotations and W/A/KV fake quantization of one Llama-style model"
+    Options = QuantRotationOptions
+
+    options: QuantRotationOptions
+
+    def default_space(self) -> SearchSpace:
+        on_off = CategoricalParam(choices=[True, False])
+        bits = CategoricalParam(choices=[4, 8, 16])
+        return SearchSpace(
+            params={
+                "rotation": CategoricalParam(choices=list(ROTATION_KINDS)),
+                "seed": IntParam(low=0, high=9),
+                "r1": on_off,
+                "r2": on_off,
+                "r3": on_off,
+                "r4": on_off,
+                "w_bits": bits,
+                "a_bits": bits,
+                "kv_bits": bits,
+                "a_clip": FloatParam(low=0.7, high=1.0, step=0.05),
+                "kv_clip": FloatParam(low=0.7, high=1.0, step=0.05),
+                "gptq": on_off,
+            }
+        )
+
+    def default_objectives(self) -> list[ObjectiveDefault]:
+        return [ObjectiveDefault("ppl", "minimize"), ObjectiveDefault("size_mb", "minimize")]
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Bit widths a spec asks for must lie in 2-16; say so before any trial runs."""
+        for name in BIT_PARAMS:
+            param = space.params.get(name)
+            if param is None or isinstance(param, PerLayerParam):
+                continue
+            values = param.choices if isinstance(param, CategoricalParam) else [param.low, param.high]
+            bad = [v for v in values if not isinstance(v, (int, float)) or not 2 <= v <= 16]
+            if bad:
+                raise UserError(f"The spec's {name} allows {bad[0]!r}, outside the supported range 2-16.")
+
+    def recipe(self, params: dict[str, Any]):  # noqa: ANN201 - pipeline imports torch, kept lazy
+        from search.families.quant_rotation.pipeline import Recipe
+
+        try:
+            spec = QuantSpec(
+                w_bits=int(params.get("w_bits", 16)),
+                a_bits=int(params.get("a_bits", 16)),
+                kv_bits=int(params.get("kv_bits", 16)),
+                a_clip=float(params.get("a_clip", 1.0)),
+                kv_clip=float(params.get("kv_clip", 1.0)),
+                kv_group=self.options.kv_group,
+            )
+            return Recipe(
+                spec=spec,
+                rotation=str(params.get("rotation", "none")),
+                seed=int(params.get("seed", 0)),
+                r1=bool(params.get("r1", True)),
+                r2=bool(params.get("r2", True)),
+                r3=bool(params.get("r3", True)),
+                r4=bool(params.get("r4", True)),
+                gptq=bool(params.get("gptq", False)),
+                cayley_steps=self.options.cayley_steps,
+                cayley_lr=self.options.cayley_lr,
+            )
+        except UserError as exc:
+            raise InvalidCandidate(exc.message) from exc
+
+    def check_candidate(self, params: dict[str, Any]) -> None:
+        self.recipe(params)
+
+    def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
+        import torch
+
+        from search.families.quant_rotation.pipeline import evaluate
+
+        torch.set_num_threads(1)
+        recipe = self.recipe(params)
+        model, calibration, heldout = _workload(self.options.model_dump_json())
+        outcome = evaluate(model, recipe, heldout, calibration)
+        return Evaluation(
+            metrics={"ppl": outcome.ppl, "size_mb": outcome.size_mb, "cayley_s": outcome.cayley_s},
+            info={"setting": recipe.spec.label},
+        )
+
+
+@lru_cache(maxsize=2)
+def _workload(options_json: str):  # noqa: ANN202 - (model, calibration, held-out), torch types kept lazy
+    """Model and data, loaded once per worker process."""
+    from search.families.quant_rotation.checkpoint import load_model
+    from search.families.quant_rotation.data import calibration_sequences, heldout_sequences
+    from search.families.quant_rotation.standin import standin_backbone
+    from search.families.quant_rotation.transform import require_llama_style
+
+    options = QuantRotationOptions.model_validate_json(options_json)
+    model = require_llama_style(load_model(options.model) if options.model else standin_backbone())
+    calibration = calibration_sequences(options.calibration_sequences, options.seq_len + 1)
+    heldout = heldout_sequences(options.heldout_sequences, options.seq_len + 1)
+    if model.config.vocab_size < 256:
+        raise UserError(f"The model's vocabulary ({model.config.vocab_size}) is smaller than the 256 byte tokens.")
+    return model, calibration, heldout
+
+
+def seed_spread(trials: pd.DataFrame) -> pd.DataFrame:
+    """Held-out perplexity over seeds (count, min/median/max) for each recipe that differs only in its seed."""
+    columns = ["rotation", "setting", "recipe", "seeds", "min", "median", "max"]
+    done = trials[trials["state"] == "complete"].copy()
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    for column, default in (("param.rotation", "none"), *((f"param.{b}", 16) for b in BIT_PARAMS)):
+        if column not in done:
+            done[column] = default  # a spec whose space fixes this parameter leaves it at the recipe default
+    done["setting"] = [
+        QuantSpec(int(w), int(a), int(kv)).label
+        for w, a, kv in zip(done["param.w_bits"], done["param.a_bits"], done["param.kv_bits"], strict=True)
+    ]
+    shown = {"param.rotation", "param.seed", *(f"param.{b}" for b in BIT_PARAMS)}
+    others = sorted(c for c in done.columns if c.startswith("param.") and c not in shown)
+    done["recipe"] = [
+        " ".join(f"{c.removeprefix('param.')}={row[c]}" for c in others if pd.notna(row[c]))
+        for _, row in done.iterrows()
+    ]
+    grouped = done.groupby(["param.rotation", "setting", "recipe"])["value.ppl"]
+    table = grouped.agg(seeds="count", min="min", median="median", max="max").reset_index()
+    return table.rename(columns={"param.rotation": "rotation"})[columns]

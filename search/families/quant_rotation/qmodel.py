@@ -1,0 +1,124 @@
+"""The quantized forward: a folded MobileLLM whose linears fake-quantize and whose attention rotates.
+
+``QuantizedModel`` copies a folded model and, without changing ``model.py``, (1) swaps every block
+linear for a ``QuantLinear`` (optional online rotation of its input, per-token activation
+quantization, per-channel weight quantization) and (2) wraps each attention's ``_attend`` and
+``_chunked_local`` so that queries and keys are rotated by R3 after RoPE and keys/values are
+fake-quantized like a KV cache. Embedding and output head stay in floating point (as in QuaRot and
+SpinQuant). Parameter names are those of the MobileLLM, so ``transform.rotated_weights`` can be
+swapped in with ``torch.func.functional_call`` (how the Cayley optimiser backpropagates into R1/R2).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from search.families.mobilellm_flash.model import Attention, MobileLLM
+from search.families.quant_rotation.quantizers import QuantSpec, quantize_asymmetric, quantize_kv, quantize_weight
+from search.families.quant_rotation.transform import Rotations, check_rotations
+
+BLOCK_LINEARS = (
+    "attn.q_proj",
+    "attn.k_proj",
+    "attn.v_proj",
+    "attn.o_proj",
+    "ffn.gate_proj",
+    "ffn.up_proj",
+    "ffn.down_proj",
+)
+Observer = Callable[[str, Tensor], None]
+
+
+class QuantLinear(nn.Module):
+    """y = Q_a(x R_online) Q_w(W)^T; ``weight_bits`` None means the weight is already quantized (GPTQ)."""
+
+    def __init__(self, name: str, weight: Tensor, spec: QuantSpec, online: Tensor | None) -> None:
+        super().__init__()
+        self.name = name
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.spec = spec
+        self.weight_bits: int | None = spec.w_bits
+        self.register_buffer("online", online.to(weight.dtype) if online is not None else None)
+        self.observer: Observer | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.online is not None:
+            x = x @ self.online
+        x = quantize_asymmetric(x, self.spec.a_bits, self.spec.a_clip)
+        if self.observer is not None:
+            self.observer(self.name, x)
+        weight = self.weight if self.weight_bits is None else quantize_weight(self.weight, self.weight_bits)
+        return F.linear(x, weight)
+
+
+def _wrap_attention(attention: Attention, spec: QuantSpec, r3: Tensor | None) -> None:
+    """Insert "rotate Q/K by R3, fake-quantize K/V" between RoPE and the attention product."""
+    if r3 is not None:
+        attention.register_buffer("r3", r3.to(attention.q_proj.weight.dtype))
+    original_attend, original_local = attention._attend, attention._chunked_local
+
+    def prepare(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if r3 is not None:
+            q, k = q @ attention.r3, k @ attention.r3
+        k = quantize_kv(k, spec.kv_bits, spec.kv_group, spec.kv_clip)
+        v = quantize_kv(v, spec.kv_bits, spec.kv_group, spec.kv_clip)
+        return q, k, v
+
+    attention._attend = lambda q, k, v, bias: original_attend(*prepare(q, k, v), bias)
+    attention._chunked_local = lambda q, k, v: original_local(*prepare(q, k, v))
+
+
+class QuantizedModel(nn.Module):
+    """A rotated, fake-quantized copy of a folded MobileLLM (load the rotated weights with ``load``)."""
+
+    def __init__(self, folded: MobileLLM, rotations: Rotations, spec: QuantSpec) -> None:
+        super().__init__()
+        check_rotations(folded, rotations)
+        self.spec = spec
+        self.model = copy.deepcopy(folded)
+        for i, block in enumerate(self.model.blocks):
+            for path in BLOCK_LINEARS:
+                owner_name, attr = path.split(".")
+                if owner_name == "attn" and not block.has_attention:
+                    continue
+                owner = getattr(block, owner_name)
+                online = rotations.r4.get(i) if attr == "down_proj" else None
+                setattr(owner, attr, QuantLinear(f"blocks.{i}.{path}", getattr(owner, attr).weight, spec, online))
+            if block.has_attention:
+                _wrap_attention(block.attn, spec, rotations.r3)
+        self.model.requires_grad_(False)
+
+    def quant_linears(self) -> list[QuantLinear]:
+        return [m for m in self.model.modules() if isinstance(m, QuantLinear)]
+
+    @torch.no_grad()
+    def load(self, weights: dict[str, Tensor]) -> None:
+        """Copy (rotated) weights in by parameter name."""
+        params = dict(self.model.named_parameters())
+        for name, value in weights.items():
+            params[name].copy_(value)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model(tokens)
+
+    def forward_with(self, weights: dict[str, Tensor], tokens: Tensor) -> Tensor:
+        """Logits with ``weights`` in place of the parameters (gradients flow into them)."""
+        return torch.func.functional_call(self.model, weights, (tokens,))
+
+
+def perplexity(logits_fn: Callable[[Tensor], Tensor], sequences: Tensor, batch_size: int = 8) -> float:
+    """exp of the mean next-token cross-entropy over every position of ``sequences`` (N, L)."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            batch = sequences[start : start + batch_size]
+            logits = logits_fn(batch[:, :-1]).float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
+            total += loss.item()
+            count += batch[:, 1:].numel()
+    return float(torch.exp(torch.tensor(total / count)))

@@ -1,0 +1,116 @@
+"""Measurement protocol (stability, re-measuring, fingerprint) and the measurement cache."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from latency_models import cache
+from latency_models.protocol import ProtocolConfig, machine_fingerprint, measure
+from search.families.mobilellm_flash.family import MobileLLMFlashFamily
+from search.family import TrialContext
+
+
+def _sleep_ms(ms: float) -> None:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+
+
+def test_noisy_call_is_flagged_unstable_after_every_attempt() -> None:
+    durations = itertools.cycle([0.05, 2.0, 0.3, 1.2, 0.05, 3.0])
+    config = ProtocolConfig(warmup=0, min_repeats=5, max_repeats=30, ci_half_width=0.01, time_cap_s=0.2, attempts=2)
+    timing = measure(lambda: _sleep_ms(next(durations)), config)
+    assert not timing.stable
+    assert timing.attempts == 2 and len(timing.history) == 2
+    assert timing.ci_half_width > 0.01
+
+
+def test_steady_call_is_stable_on_the_first_attempt() -> None:
+    config = ProtocolConfig(warmup=1, min_repeats=10, ci_half_width=0.5, time_cap_s=2.0, attempts=3)
+    timing = measure(lambda: _sleep_ms(1.0), config)
+    assert timing.stable and timing.attempts == 1
+    assert timing.p10_ms <= timing.median_ms <= timing.p90_ms and timing.median_ms >= 1.0
+
+
+def test_fingerprint_names_machine_and_libraries() -> None:
+    fingerprint = machine_fingerprint({"torch": "2.x"}, ProtocolConfig(threads=2))
+    assert fingerprint["threads"] == 2 and fingerprint["torch_version"] == "2.x"
+    assert {"cpu", "logical_cores", "governor", "kernel", "protocol"} <= set(fingerprint)
+
+
+CANDIDATE = {
+    "n_layers": 1,
+    "dim": 32,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "ffn_dim": [64],
+    "attention": ["full"],
+    "window": 16,
+    "share_embeddings": True,
+    "block_repeat": 1,
+    "prefill_len": 8,
+    "decode_kv_len": 8,
+}
+
+
+def test_cache_hit_avoids_re_measuring(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hilnas.settings import get_settings
+
+    monkeypatch.setenv("HILNAS_DB_URL", db_url)
+    get_settings.cache_clear()
+    family = MobileLLMFlashFamily(
+        MobileLLMFlashFamily.Options(
+            vocab_size=64, backend="torch-eager", protocol=ProtocolConfig(ci_half_width=0.5, time_cap_s=0.3)
+        )
+    )
+    context = TrialContext(1, 0, 1, 0, tmp_path)
+    first = family.measure(CANDIDATE, "cpu", context)
+    assert first.info["cached_phases"] == [] and set(first.metrics) == {"prefill_ms", "decode_ms"}
+    assert cache.save(db_url, first.measurements) == 2  # the standalone writer stores them
+    second = family.measure(CANDIDATE, "cpu", context)
+    assert second.info["cached_phases"] == ["prefill", "decode"]
+    assert second.metrics == first.metrics
+    assert [r["samples_ms"] for r in second.measurements] == [r["samples_ms"] for r in first.measurements]
+    assert cache.save(db_url, second.measurements) == 0  # nothing is stored twice
+
+
+def test_unstable_rows_are_no_cache_hits_and_get_replaced(sqlite_url: str) -> None:
+    row = {
+        "arch_hash": "abc",
+        "architecture": {},
+        "device": "cpu",
+        "backend": "torch-eager",
+        "phase": "decode",
+        "shape": {"decode_kv_len": 8},
+        "stage": None,
+        "median_ms": 1.0,
+        "p10_ms": 0.5,
+        "p90_ms": 3.0,
+        "cv": 0.9,
+        "n_samples": 3,
+        "samples_ms": [0.5, 1.0, 3.0],
+        "stable": False,
+        "fingerprint": {},
+        "extra": None,
+    }
+    assert cache.save(sqlite_url, [row]) == 1
+    assert cache.lookup(sqlite_url, "abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8}) is None
+    assert cache.save(sqlite_url, [row | {"stable": True, "median_ms": 2.0}]) == 1
+    hit = cache.lookup(sqlite_url, "abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8})
+    assert hit is not None and hit["median_ms"] == 2.0
+    assert len(cache.load(sqlite_url, "cpu", "torch-eager", stable_only=False)) == 1
+
+
+def test_unstable_measurement_fails_the_trial_instead_of_being_used(tmp_path: Path) -> None:
+    from search.families.mobilellm_flash.family import UnstableMeasurement
+
+    impossible = ProtocolConfig(ci_half_width=1e-9, time_cap_s=0.05, min_repeats=5, attempts=2)
+    family = MobileLLMFlashFamily(
+        MobileLLMFlashFamily.Options(vocab_size=64, backend="torch-eager", protocol=impossible, use_cache=False)
+    )
+    with pytest.raises(UnstableMeasurement, match="unstable after 2 attempts"):
+        family.measure(CANDIDATE, "cpu", TrialContext(1, 0, 1, 0, tmp_path))

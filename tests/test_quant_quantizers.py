@@ -1,0 +1,127 @@
+"""Fake quantizers, bit settings, GPTQ and the Cayley-learned rotations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hilnas.errors import UserError
+from search.families.quant_rotation.cayley import learn_rotations
+from search.families.quant_rotation.gptq import gptq_quantize
+from search.families.quant_rotation.pipeline import Recipe, build_rotations, quantize
+from search.families.quant_rotation.quantizers import (
+    QuantSpec,
+    quantize_asymmetric,
+    quantize_kv,
+    quantize_weight,
+    round_ste,
+    weight_scale,
+)
+from search.families.quant_rotation.rotation import check_orthogonal
+from search.families.quant_rotation.transform import fold_norms
+from tests.quant_support import tiny_model
+
+torch.set_num_threads(1)
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_weight_quantization_is_symmetric_per_output_channel(bits: int) -> None:
+    weight = torch.randn(6, 40, generator=_generator()) * torch.arange(1, 7)[:, None]
+    quantized = quantize_weight(weight, bits)
+    scale = weight_scale(weight, bits)
+    levels = quantized / scale
+    assert torch.allclose(levels, levels.round(), atol=1e-4)  # every entry on its row's grid
+    assert levels.min() >= -(2 ** (bits - 1)) and levels.max() <= 2 ** (bits - 1) - 1
+    assert torch.all((quantized - weight).abs() <= scale / 2 + 1e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_activation_quantization_is_per_token_asymmetric_with_clipping(bits: int) -> None:
+    x = torch.randn(5, 64, generator=_generator(1)) + 3.0  # off-centre: symmetric grids would waste levels
+    quantized = quantize_asymmetric(x, bits)
+    for row, original in zip(quantized, x, strict=True):
+        assert len(torch.unique(row)) <= 2**bits
+        step = (original.max() - min(original.min(), 0)) / (2**bits - 1)
+        assert (row - original).abs().max() <= step / 2 + 1e-5
+    clipped = quantize_asymmetric(x, bits, clip=0.5)
+    assert torch.all(clipped.amax(dim=-1) <= 0.5 * x.amax(dim=-1) + 1e-5)
+    assert torch.equal(quantize_asymmetric(x, 16), x)
+
+
+def test_kv_quantization_groups_within_each_head() -> None:
+    keys = torch.randn(1, 2, 3, 16, generator=_generator(2))
+    keys[..., 8:] *= 100.0  # a second group with a far larger range
+    grouped = quantize_kv(keys, 4, group=8)
+    whole = quantize_kv(keys, 4, group=None)
+    first_group_error = lambda q: (q - keys)[..., :8].abs().max()  # noqa: E731
+    assert first_group_error(grouped) < first_group_error(whole) / 10
+    with pytest.raises(UserError, match="does not divide the head dimension"):
+        quantize_kv(keys, 4, group=5)
+
+
+def test_bit_settings_parse_and_bad_widths_are_one_sentence() -> None:
+    assert QuantSpec.parse("W4A4KV4") == QuantSpec(4, 4, 4)
+    assert QuantSpec.parse("w4a8kv8") == QuantSpec(4, 8, 8)
+    assert QuantSpec.parse("W4A16") == QuantSpec(4, 16, 16)
+    assert QuantSpec.parse("W3A6KV5").label == "W3A6KV5"
+    with pytest.raises(UserError, match="outside the supported range 2-16"):
+        QuantSpec.parse("W1A4KV4")
+    with pytest.raises(UserError, match="outside the supported range 2-16"):
+        QuantSpec(kv_bits=17)
+    with pytest.raises(UserError, match="write it like W4A4KV4"):
+        QuantSpec.parse("int4")
+    with pytest.raises(UserError, match="clipping ratio"):
+        QuantSpec(a_clip=1.5)
+
+
+def test_straight_through_rounding_passes_gradients() -> None:
+    x = torch.linspace(-2, 2, 9, requires_grad=True)
+    round_ste(x).sum().backward()
+    assert torch.equal(x.grad, torch.ones(9))
+
+
+def test_gptq_beats_round_to_nearest_on_correlated_inputs() -> None:
+    generator = _generator(3)
+    inputs = torch.randn(512, 8, generator=generator) @ torch.randn(8, 32, generator=generator)  # low-rank, correlated
+    weight = torch.randn(16, 32, generator=generator)
+    hessian = 2 * inputs.double().T @ inputs.double()
+    gptq = gptq_quantize(weight, hessian, 4)
+    levels = gptq / weight_scale(weight, 4)
+    assert torch.allclose(levels, levels.round(), atol=1e-4)  # still on the RTN grid
+    output_error = lambda w: (inputs @ (w - weight).T).pow(2).mean().item()  # noqa: E731
+    assert output_error(gptq) < 0.5 * output_error(quantize_weight(weight, 4))
+
+
+def test_gptq_recipe_puts_block_weights_on_the_grid() -> None:
+    model = tiny_model()
+    calibration = torch.randint(0, 256, (4, 17), generator=_generator(4))
+    quantized, _ = quantize(
+        model, Recipe(spec=QuantSpec.parse("W4A16"), rotation="random_hadamard", gptq=True), calibration
+    )
+    for layer in quantized.quant_linears():
+        assert layer.weight_bits is None  # RTN switched off: GPTQ already quantized it
+        assert max(len(torch.unique(row)) for row in layer.weight) <= 2**4  # 4-bit rows
+
+
+def test_cayley_learning_keeps_rotations_orthogonal_and_moves_them() -> None:
+    folded = fold_norms(tiny_model())
+    start = build_rotations(folded, Recipe(rotation="learned", seed=2))
+    calibration = torch.randint(0, 256, (8, 17), generator=_generator(5))
+    learned = learn_rotations(folded, start, QuantSpec.parse("W4A4KV4"), calibration, steps=3, lr=1.0, seed=0)
+    assert len(learned.losses) == 3 and learned.seconds > 0
+    check_orthogonal(learned.rotations.r1, tolerance=1e-5)
+    for i, r2 in learned.rotations.r2.items():
+        check_orthogonal(r2, tolerance=1e-5)
+        assert r2.shape == start.r2[i].shape
+    assert (learned.rotations.r1 - start.r1).abs().max() > 1e-4
+
+
+def test_learned_or_gptq_recipes_need_calibration_data() -> None:
+    with pytest.raises(UserError, match="needs a calibration set"):
+        quantize(tiny_model(), Recipe(rotation="learned"))
+    with pytest.raises(UserError, match="Unknown rotation kind"):
+        Recipe(rotation="spin")
