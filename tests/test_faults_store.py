@@ -153,7 +153,9 @@ def test_a_database_briefly_unreachable_mid_run_loses_nothing(postgres_url: str)
         forwarder.resume()
 
     warnings = _Recorder()
-    logging.getLogger("hilnas.db").addHandler(warnings)
+    db_log = logging.getLogger("hilnas.db")
+    db_log.disabled = False  # a library's logging.config call earlier in the session may have disabled it
+    db_log.addHandler(warnings)
     cutter = threading.Thread(target=outage, daemon=True)
     cutter.start()
     try:
