@@ -36,7 +36,7 @@ from search.family import Evaluation, Family, InvalidCandidate, TrialContext
 from search.pareto import hypervolume, pareto_mask, to_minimization
 from search.recorder import FINISHED_STATES, SearchRecorder, TrialOutcome, load_search
 from search.spec import SearchSpec
-from search.study import BackgroundMirror, StudyMirror, finished_trial, working_study
+from search.study import StudyMirror, finished_trial, working_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -79,7 +79,6 @@ class SearchDriver:
         self.objective_names = [o.name for o in spec.objectives or []]
         self.directions = [o.direction for o in spec.objectives or []]
         self.mirror = StudyMirror(recorder.study_name, db_url, self.directions)
-        self.mirror_writer = BackgroundMirror(self.mirror)
         self.family: Family = spec.build_family()
         self.options_json = json.dumps(spec.options, sort_keys=True)
         self.device = spec.device or get_settings().device
@@ -143,7 +142,6 @@ class SearchDriver:
                     continue
                 self._collect(actor)
                 self._report(on_progress)
-            self.mirror_writer.flush()
         except StoreUnavailable as exc:
             self._cancel_all()  # the status cannot be written either: it stays "running", and resume works
             raise StoreUnavailable(
@@ -152,7 +150,6 @@ class SearchDriver:
             ) from exc
         except KeyboardInterrupt as exc:
             self._cancel_all()
-            self.mirror_writer.flush()
             self.recorder.set_status("interrupted")
             raise Interrupted(
                 f"Search {self.search_id} was interrupted after {self._finished} finished trials; "
@@ -332,7 +329,7 @@ class SearchDriver:
                     outcome.sampler_attrs,
                 )
             )
-        self.mirror_writer.add(mirrored)
+        self.mirror.add(mirrored)
         if any(outcome.state == "complete" for _, outcome in concluded):
             self._refresh_front()
 

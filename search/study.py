@@ -10,8 +10,6 @@ trial it missed. Mirror writes, like the recorder's, wait out a store that brief
 
 from __future__ import annotations
 
-import queue
-import threading
 from typing import Any
 
 import optuna
@@ -96,51 +94,6 @@ class StudyMirror:
             self.study.add_trials(pending)
 
         retry_transient(copy, self.db_url)
-
-
-class BackgroundMirror:
-    """Copies finished trials into the mirror from a thread, off the driver's critical path.
-
-    Optuna spends about 20 ms writing one trial into its tables, more than everything else the
-    driver does per trial. Nothing is lost by deferring it: the hilnas tables already hold the
-    result, and a resume tops up whatever the mirror missed. ``flush`` waits for the copy and
-    re-raises any error it met.
-    """
-
-    def __init__(self, mirror: StudyMirror) -> None:
-        self.mirror = mirror
-        self._queue: queue.Queue[list[FrozenTrial] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._copy_forever, name="optuna-mirror", daemon=True)
-        self._thread.start()
-
-    def add(self, trials: list[FrozenTrial]) -> None:
-        self._raise_pending_error()
-        if trials:
-            self._queue.put(trials)
-
-    def flush(self) -> None:
-        self._queue.join()
-        self._raise_pending_error()
-
-    def _raise_pending_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _copy_forever(self) -> None:
-        while True:
-            batch = self._queue.get()
-            try:
-                # Whatever else finished meanwhile goes in the same pass.
-                while not self._queue.empty():
-                    batch = batch + self._queue.get_nowait()
-                    self._queue.task_done()
-                self.mirror.add(batch)
-            except BaseException as exc:  # handed to the driver's thread by add() / flush()
-                self._error = exc
-            finally:
-                self._queue.task_done()
 
 
 def finished_trial(
