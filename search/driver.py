@@ -149,7 +149,9 @@ class SearchDriver:
                 f"trials, continue it with `hilnas search resume {self.search_id}` once the database is back."
             ) from exc
         except KeyboardInterrupt as exc:
-            self._cancel_all()
+            # A polite cancel: force-killing workers right before the process exits has crashed
+            # Ray 2.60's core worker (a failed internal check on a late task reply), exit code 1.
+            self._cancel_all(force=False)
             self.recorder.set_status("interrupted")
             raise Interrupted(
                 f"Search {self.search_id} was interrupted after {self._finished} finished trials; "
@@ -256,11 +258,12 @@ class SearchDriver:
             entry.started = time.monotonic()
             self._in_flight[entry.number] = entry
 
-    def _cancel_all(self) -> None:
+    def _cancel_all(self, force: bool = True) -> None:
+        """Cancel in-flight work; ``force`` kills the workers (not used on Ctrl-C, see ``run``)."""
         for entry in self._in_flight.values():
             for ref in entry.refs:
                 try:
-                    ray.cancel(ref, force=True)
+                    ray.cancel(ref, force=force)
                 except (TypeError, ValueError):  # actor calls cannot be force-cancelled
                     ray.cancel(ref)
         self._in_flight.clear()
