@@ -29,12 +29,13 @@ import ray
 from optuna.trial import TrialState
 
 from db.session import StoreUnavailable
-from hilnas.errors import Interrupted, UserError
+from hilnas.errors import Interrupted
 from hilnas.settings import get_settings
 from search import executor
 from search.family import Evaluation, Family, InvalidCandidate, TrialContext
 from search.pareto import hypervolume, pareto_mask, to_minimization
-from search.recorder import FINISHED_STATES, SearchRecorder, TrialOutcome, load_search
+from search.queries import get_search
+from search.recorder import FINISHED_STATES, SearchRecorder, TrialOutcome
 from search.spec import SearchSpec
 from search.study import StudyMirror, finished_trial, working_study
 
@@ -91,6 +92,7 @@ class SearchDriver:
         self._failed = 0
         self._front_values: dict[int, np.ndarray] = {}  # number -> minimisation values of feasible trials
         self._hypervolume: float | None = None
+        self._front_numbers: set[int] = set()  # as last stored
         self._actor: ray.actor.ActorHandle | None = None
         self._device_probe: ray.ObjectRef | None = None  # set while the device actor is being re-created
         self._device_lost_at: float | None = None
@@ -105,9 +107,7 @@ class SearchDriver:
     @classmethod
     def resume(cls, search_id: int, db_url: str | None = None) -> SearchDriver:
         db_url = db_url or get_settings().db_url
-        search = load_search(db_url, search_id)
-        if search is None:
-            raise UserError(f"There is no search with id {search_id} in the store.")
+        search = get_search(search_id, db_url)
         driver = cls(SearchSpec.model_validate(search.spec), SearchRecorder(db_url, search_id), db_url)
         driver.reference = search.reference_point
         driver._restore()
@@ -462,7 +462,9 @@ class SearchDriver:
         mask = pareto_mask(points)
         front_numbers = {n for n, on_front in zip(numbers, mask, strict=True) if on_front}
         volume = hypervolume(points[mask], self._min_reference())
-        self._hypervolume = volume
+        if front_numbers == self._front_numbers and volume == self._hypervolume:
+            return  # nothing new to store: most batches after the start leave the front as it was
+        self._front_numbers, self._hypervolume = front_numbers, volume
         self.recorder.update_front(front_numbers, volume, self._finished)
 
     def _reference_point(self, points: np.ndarray) -> list[float]:

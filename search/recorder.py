@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import Artifact, HypervolumePoint, Measurement, Search, Trial
@@ -245,14 +245,3 @@ class SearchRecorder:
                 )
 
         return retry_transient(load, self.db_url)
-
-    def count_finished(self) -> int:
-        with session_scope(self.db_url) as session:
-            return session.scalar(
-                select(func.count()).where(Trial.search_id == self.search_id, Trial.state.in_(FINISHED_STATES))
-            )
-
-
-def load_search(db_url: str, search_id: int) -> Search | None:
-    with session_scope(db_url) as session:
-        return session.get(Search, search_id)

@@ -19,9 +19,6 @@ from pathlib import Path
 from hilnas.errors import UserError
 
 SKIPPED_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache", ".pytest_cache"})
-TEXT_SUFFIXES = frozenset(
-    {".py", ".txt", ".md", ".rst", ".cfg", ".ini", ".toml", ".yaml", ".yml", ".sh", ".ipynb", ".html", ".log"}
-)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 BINARY_SNIFF_BYTES = 8192
 

@@ -19,9 +19,6 @@ from hilnas.settings import get_settings
 from search.registry import available_families, create_family, family_class
 from search.spec import BudgetSpec, SamplerSpec
 
-EMPTY_CONSTRAINTS = pd.DataFrame(
-    {"metric": pd.Series(dtype=str), "min": pd.Series(dtype=float), "max": pd.Series(dtype=float)}
-)
 LOCAL = "This machine"
 CLUSTER = "Ray cluster (Jobs API)"
 
