@@ -154,7 +154,9 @@ def test_a_database_briefly_unreachable_mid_run_loses_nothing(postgres_url: str)
 
     warnings = _Recorder()
     db_log = logging.getLogger("hilnas.db")
-    db_log.disabled = False  # a library's logging.config call earlier in the session may have disabled it
+    # Libraries imported earlier in the session may have disabled this logger or raised the root level.
+    db_log.disabled = False
+    db_log.setLevel(logging.WARNING)
     db_log.addHandler(warnings)
     cutter = threading.Thread(target=outage, daemon=True)
     cutter.start()
