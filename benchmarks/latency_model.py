@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from latency_models.backends import get_backend
 from latency_models.calibration import Candidate, calibrate, candidate_pool, evaluate_predictors
@@ -29,12 +28,13 @@ from latency_models.device_profile import measure_peaks
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
 from latency_models.protocol import ProtocolConfig, measure
+from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
 from search.space import CategoricalParam, IntParam, SearchSpace
 
 console = Console()
-if not console.is_terminal:  # a log file: keep the table's 13 columns readable
-    console = Console(width=170)
+if not console.is_terminal:  # a log file: keep the table's 14 columns readable
+    console = Console(width=190)
 
 
 def benchmark_space(quick: bool, max_layers: int) -> SearchSpace:
@@ -126,11 +126,7 @@ def main() -> None:
                 second[phase].append(again.median_ms)
             progress.advance(task)
 
-    table = Table(title="Latency predictors on executorch-xnnpack (local-cpu, 1 thread)")
-    for column in ("phase", "predictor", "n train", "CV MAPE", "MAPE", "RMSPE", "±5%", "±10%", "tau"):
-        table.add_column(column, justify="right")
-    for column in ("OOR MAPE", "OOR ±10%", "OOR tau", "noise MAPE"):
-        table.add_column(column, justify="right")
+    table = metrics_table("Latency predictors on executorch-xnnpack (local-cpu, 1 thread)")
     verdicts = []
     for phase in PHASES:
         train = [r for r in calibration.rows if r["phase"] == phase]
@@ -142,22 +138,8 @@ def main() -> None:
             continue
         reports = evaluate_predictors(train, peaks, held_phase or None, oor_phase or None)
         for report in reports:
-            rnd, out = report.metrics["random"], report.metrics["out_of_range"]
-            table.add_row(
-                phase,
-                report.name + (" *" if report.selected else ""),
-                str(len(train)),
-                "" if report.cv_mape is None else f"{report.cv_mape:.1f}%",
-                f"{rnd['mape']:.1f}%",
-                f"{rnd['rmspe']:.1f}%",
-                f"{rnd['within_5']:.0%}",
-                f"{rnd['within_10']:.0%}",
-                f"{rnd['kendall_tau']:.3f}",
-                f"{out['mape']:.1f}%",
-                f"{out['within_10']:.0%}",
-                f"{out['kendall_tau']:.3f}",
-                "n/a" if noise is None else f"{noise['mape']:.1f}%",
-            )
+            metrics = {**report.metrics, "noise_floor": noise}
+            add_metrics_row(table, phase, report.name, report.selected, report.n_train, metrics, report.cv_mape)
         best = min(reports, key=lambda r: r.metrics["random"]["mape"])
         rnd = best.metrics["random"]
         floor = noise["mape"] if noise else float("nan")  # nan when too few re-measurements
@@ -167,7 +149,7 @@ def main() -> None:
             f"(ratio {rnd['mape'] / floor:.2f}, target ≤ 1.5)"
         )
     console.print(table)
-    console.print("* = chosen by 5-fold cross-validation among the learned predictors")
+    console.print(LEGEND)
     for line in verdicts:
         console.print(line)
     export_s = np.array([c[0] for c in costs])

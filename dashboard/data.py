@@ -344,11 +344,18 @@ def capability(url: str, area: str) -> Capability:
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def column_names(url: str, table: str) -> frozenset[str]:
+    """The columns ``table`` has in the store: an older store may lack columns added since (it is not migrated here)."""
+    return frozenset(c["name"] for c in sa_inspect(_engine(url)).get_columns(table))
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
 def table_frame(url: str, area: str, table: str, limit: int = 5000) -> pd.DataFrame:
     """Rows of one capability table (newest first when it has an ``id``) for pages that render them."""
     table_ = next(c for c in model_classes(area) if c.__tablename__ == table).__table__
+    present = column_names(url, table)
     # Binary columns (pickled estimators) are of no use on a page and can be large.
-    columns = [c for c in table_.c if not isinstance(c.type, LargeBinary)]
+    columns = [c for c in table_.c if not isinstance(c.type, LargeBinary) and c.name in present]
     statement = select(*columns)
     if "id" in table_.c:
         statement = statement.order_by(table_.c.id.desc())
@@ -394,6 +401,70 @@ def verified_latency(url: str, search_id: int | None = None) -> pd.DataFrame:
     ]
     frame = pd.DataFrame(records, columns=[*keys, "measured_ms", "p10_ms", "p90_ms", "predicted_ms"])
     return frame.assign(error_pct=(frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100)
+
+
+HELD_OUT_COLUMNS = ["id", "phase", "predictor", "selected", "split", "arch_hash", "measured_ms", "predicted_ms"]
+
+
+@st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)
+def held_out_points(url: str, device: str, backend: str) -> pd.DataFrame:
+    """Every held-out prediction of the newest fit of each predictor and phase on ``device`` and ``backend``.
+
+    One row per point (``split`` "random" or "out_of_range") with its relative error; empty when the
+    predictors were stored without their points (fitted before they were recorded, or an older store).
+    """
+    from db.models import LatencyPredictorRecord as Record
+
+    if "held_out" not in column_names(url, Record.__tablename__):
+        return pd.DataFrame(columns=[*HELD_OUT_COLUMNS, "error_pct"])
+    newest = (
+        select(func.max(Record.id))
+        .where(Record.device == device, Record.backend == backend)
+        .group_by(Record.phase, Record.name)
+    )
+    with _engine(url).connect() as connection:
+        rows = connection.execute(
+            select(Record.id, Record.phase, Record.name, Record.selected, Record.held_out).where(Record.id.in_(newest))
+        ).all()
+    records = [
+        {
+            "id": row.id,
+            "phase": row.phase,
+            "predictor": row.name,
+            "selected": row.selected,
+            **{k: point[k] for k in ("split", "arch_hash", "measured_ms", "predicted_ms")},
+        }
+        for row in rows
+        for point in row.held_out or []
+    ]
+    frame = pd.DataFrame(records, columns=HELD_OUT_COLUMNS)
+    return frame.assign(error_pct=(frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def trials_with_params(url: str, search_id: int) -> pd.DataFrame:
+    """Every trial with its scalar parameters (``param.<name>``; per-layer lists are left out) and objective
+    values (``value.<name>``), the layout of ``search.queries.trials_frame``.
+
+    Unlike ``trials`` this reads every trial's parameters: for pages that plot by parameter, on searches
+    of a few hundred trials (rotation recipes), not for the 10,000-trial explorer.
+    """
+    with _engine(url).connect() as connection:
+        rows = connection.execute(
+            select(Trial.number, Trial.state, Trial.params, Trial.values)
+            .where(Trial.search_id == search_id)
+            .order_by(Trial.number)
+        ).all()
+    records = [
+        {
+            "number": row.number,
+            "state": row.state,
+            **{f"value.{k}": v for k, v in (row.values or {}).items()},
+            **{f"param.{k}": v for k, v in (row.params or {}).items() if not isinstance(v, list)},
+        }
+        for row in rows
+    ]
+    return pd.DataFrame(records) if records else pd.DataFrame(columns=["number", "state"])
 
 
 @st.cache_data(ttl=SLOW_TTL_S, show_spinner=False)

@@ -254,10 +254,44 @@ def samples_figure(measurements: pd.DataFrame) -> go.Figure:
 def histogram_figure(frame: pd.DataFrame, column: str, color: str | None = None, title: str = "") -> go.Figure:
     figure = go.Figure()
     groups = frame.groupby(color, sort=True) if color else [("", frame)]
-    for name, part in groups:
-        figure.add_trace(go.Histogram(x=part[column], name=str(name) or column, opacity=0.7))
+    for index, (name, part) in enumerate(groups):  # coloured like parity_figure's groups, which sit beside it
+        figure.add_trace(
+            go.Histogram(
+                x=part[column], name=str(name) or column, opacity=0.7, marker={"color": PALETTE[index % len(PALETTE)]}
+            )
+        )
     figure.update_layout(
         barmode="overlay", title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=column
+    )
+    return figure
+
+
+def spread_figure(frame: pd.DataFrame, x: str, y: str, color: str, label: str, title: str = "") -> go.Figure:
+    """A box per (``x``, ``color``) group with every point drawn beside it, so both the spread and the
+    individual runs (e.g. one per random seed, named by the ``label`` column on hover) show."""
+    figure = go.Figure()
+    for index, (name, part) in enumerate(frame.groupby(color, sort=True)):
+        figure.add_trace(
+            go.Box(
+                x=part[x],
+                y=part[y],
+                name=str(name),
+                boxpoints="all",
+                jitter=0.5,
+                pointpos=0,
+                marker={"color": PALETTE[index % len(PALETTE)], "size": 6},
+                text=part[label].astype(str),
+                hovertemplate=f"{x} %{{x}}<br>{label} %{{text}}<br>{y} %{{y:.4g}}<extra>%{{fullData.name}}</extra>",
+            )
+        )
+    figure.update_layout(
+        boxmode="group",
+        title=title,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_title=x,
+        yaxis_title=y,
+        legend_title=color,
     )
     return figure
 

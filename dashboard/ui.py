@@ -57,11 +57,3 @@ def capability_or_stop(url: str, area: str, title: str, source: str) -> data.Cap
         st.info(f"No {title.lower()} results in the store yet (tables {', '.join(status.tables)} are empty).")
         st.stop()
     return status
-
-
-def raw_tables(url: str, status: data.Capability) -> None:
-    """The capability's tables as they are, for a capability whose dedicated views are not written yet."""
-    st.warning("Dedicated plots for this capability are not written yet; its tables are shown as stored.")
-    for table in status.tables:
-        st.markdown(f"**{table}** ({status.rows.get(table, 0)} rows)")
-        st.dataframe(data.table_frame(url, status.area, table), hide_index=True, width="stretch")

@@ -15,18 +15,18 @@ import numpy as np
 import optuna
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import KFold, cross_val_predict
 
 from latency_models.features import phase_features
 from latency_models.measure import PHASES
 from latency_models.metrics import accuracy, out_of_range_split
 from latency_models.predictors import (
+    LEARNED,
     LOG_COLUMNS,
     PREDICTORS,
     GaussianProcessPredictor,
     LatencyPredictor,
     RooflinePredictor,
-    select_by_cv,
+    out_of_fold,
 )
 from search.families.mobilellm_flash.space import ArchConfig, SpaceOptions, Workload, candidate_from_params
 from search.family import InvalidCandidate
@@ -157,11 +157,38 @@ def make_predictor(name: str, peaks: dict[str, float] | None) -> LatencyPredicto
 
 @dataclass
 class PredictorReport:
+    """One fitted predictor of one phase (fitted on ``n_train`` rows): its metrics and every held-out
+    prediction behind them.
+
+    ``held_out`` holds one dict per scored point (``arch_hash``, ``shape``, ``split`` "random" or
+    "out_of_range", ``measured_ms``, ``predicted_ms``): parity plots and error histograms are
+    drawn from it, and the verification stage compares its real errors to these.
+    """
+
     name: str
     predictor: LatencyPredictor
     selected: bool
     cv_mape: float | None
     metrics: dict[str, dict[str, float]]
+    n_train: int
+    held_out: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _scored(
+    split: str, rows: list[dict[str, Any]], measured: np.ndarray, predicted: np.ndarray
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The split's accuracy metrics and its per-point predictions."""
+    points = [
+        {
+            "arch_hash": row["arch_hash"],
+            "shape": row["shape"],
+            "split": split,
+            "measured_ms": float(m),
+            "predicted_ms": float(p),
+        }
+        for row, m, p in zip(rows, measured, predicted, strict=True)
+    ]
+    return accuracy(measured, predicted), points
 
 
 def evaluate_predictors(
@@ -173,28 +200,45 @@ def evaluate_predictors(
 ) -> list[PredictorReport]:
     """Fit every predictor on ``train`` (one phase) and score it on a random and an out-of-range split.
 
-    Without explicit held-out rows the random split is 5-fold cross-validation on ``train``;
-    without explicit out-of-range rows the largest ``oor_fraction`` of ``train`` (by parameter
-    count) is held out and the rest trained on.
+    5-fold cross-validation on ``train`` chooses among the learned predictors. Without explicit
+    held-out rows the random split is that same cross-validation (every row predicted once, by
+    the model fitted on the other folds); without explicit out-of-range rows the largest
+    ``oor_fraction`` of ``train`` (by parameter count) is held out and the rest trained on.
+    The roofline is left out when ``peaks`` is None (it has nothing to compute with).
     """
     X, y = training_data(train)
-    selected, cv_scores = select_by_cv(X, y)
-    reports = []
+    fitted: list[tuple[str, LatencyPredictor, np.ndarray]] = []
     for name in PREDICTORS:
-        predictor = make_predictor(name, peaks).fit(X, y)
-        metrics: dict[str, dict[str, float]] = {}
+        if name == RooflinePredictor.name and peaks is None:
+            continue  # no measured ceilings, no roofline
+        predictor = make_predictor(name, peaks)
+        fitted.append((name, clone(predictor).fit(X, y), out_of_fold(predictor, X, y)))
+    cv_mape = {name: accuracy(y, predicted)["mape"] for name, _, predicted in fitted if name in LEARNED}
+    selected = min(cv_mape, key=cv_mape.__getitem__)
+    reports = []
+    for name, predictor, cross_validated in fitted:
         if held_out:
             hx, hy = training_data(held_out)
-            metrics["random"] = accuracy(hy, predictor.predict(hx))
+            random_split = _scored("random", held_out, hy, predictor.predict(hx))
         else:
-            folds = KFold(min(5, len(y)), shuffle=True, random_state=0)
-            metrics["random"] = accuracy(y, cross_val_predict(clone(predictor), X, y, cv=folds))
+            random_split = _scored("random", train, y, cross_validated)
         if out_of_range:
             ox, oy = training_data(out_of_range)
-            metrics["out_of_range"] = accuracy(oy, predictor.predict(ox))
+            range_split = _scored("out_of_range", out_of_range, oy, predictor.predict(ox))
         else:
             fit_idx, test_idx = out_of_range_split(X["params"].to_numpy(), oor_fraction)
             small = clone(predictor).fit(X.iloc[fit_idx], y[fit_idx])
-            metrics["out_of_range"] = accuracy(y[test_idx], small.predict(X.iloc[test_idx]))
-        reports.append(PredictorReport(name, predictor, name == selected, cv_scores.get(name), metrics))
+            larger = [train[i] for i in test_idx]
+            range_split = _scored("out_of_range", larger, y[test_idx], small.predict(X.iloc[test_idx]))
+        reports.append(
+            PredictorReport(
+                name,
+                predictor,
+                name == selected,
+                cv_mape.get(name),
+                {"random": random_split[0], "out_of_range": range_split[0]},
+                len(train),
+                random_split[1] + range_split[1],
+            )
+        )
     return reports

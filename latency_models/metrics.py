@@ -7,7 +7,8 @@ from scipy import stats
 
 
 def accuracy(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """MAPE and RMSPE (%), share within +-5% / +-10%, and Kendall's tau of the ranking."""
+    """MAPE and RMSPE (%), the 90th percentile of the absolute error (%), share within +-5% / +-10%,
+    and Kendall's tau of the ranking."""
     measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
     if len(measured) == 0:
         raise ValueError("no measurements to score")
@@ -16,6 +17,7 @@ def accuracy(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {
         "mape": float(np.mean(np.abs(relative)) * 100),
         "rmspe": float(np.sqrt(np.mean(relative**2)) * 100),
+        "p90_ape": float(np.percentile(np.abs(relative), 90) * 100),
         "within_5": float(np.mean(np.abs(relative) <= 0.05)),
         "within_10": float(np.mean(np.abs(relative) <= 0.10)),
         "kendall_tau": float(tau),

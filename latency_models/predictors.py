@@ -211,11 +211,15 @@ PREDICTORS: dict[str, type[LatencyPredictor]] = {
 LEARNED = ("flops-linear", "layerwise", "boosted-trees", "gaussian-process")
 
 
+def out_of_fold(predictor: LatencyPredictor, X: pd.DataFrame, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Each row predicted by a copy of ``predictor`` fitted on the other folds (shuffled, seeded k-fold)."""
+    folds = max(2, min(folds, len(y)))
+    return cross_val_predict(clone(predictor), X, y, cv=KFold(folds, shuffle=True, random_state=0))
+
+
 def cross_validated_mape(predictor: LatencyPredictor, X: pd.DataFrame, y: np.ndarray, folds: int = 5) -> float:
     """Mean absolute percentage error of out-of-fold predictions."""
-    folds = max(2, min(folds, len(y)))
-    predicted = cross_val_predict(clone(predictor), X, y, cv=KFold(folds, shuffle=True, random_state=0))
-    return accuracy(y, predicted)["mape"]
+    return accuracy(y, out_of_fold(predictor, X, y, folds))["mape"]
 
 
 def select_by_cv(X: pd.DataFrame, y: np.ndarray, names: tuple[str, ...] = LEARNED) -> tuple[str, dict[str, float]]:

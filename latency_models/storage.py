@@ -6,6 +6,8 @@ Only load predictors from a store you trust: the estimator blob is a pickle.
 from __future__ import annotations
 
 import pickle
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -39,7 +41,9 @@ def save_predictor(
     metrics: dict[str, Any],
     cv_mape: float | None,
     selected: bool,
+    held_out: list[dict[str, Any]] | None = None,
 ) -> int:
+    """Store one fitted predictor with its metrics and its per-point held-out predictions; returns its id."""
     with session_scope(db_url) as session:
         record = LatencyPredictorRecord(
             device=device,
@@ -52,27 +56,67 @@ def save_predictor(
             metrics=metrics,
             params={k: v for k, v in predictor.get_params().items() if isinstance(v, (int, float, str, bool))},
             model_blob=pickle.dumps(predictor),
+            held_out=held_out,
         )
         session.add(record)
         session.flush()
         return record.id
 
 
-def load_selected(db_url: str, device: str, backend: str, phase: str) -> LatencyPredictor | None:
-    """The newest predictor chosen by cross-validation for this device, backend and phase."""
+def _selected_clause(device: str, backend: str, phase: str) -> tuple:
+    return (
+        LatencyPredictorRecord.device == device,
+        LatencyPredictorRecord.backend == backend,
+        LatencyPredictorRecord.phase == phase,
+        LatencyPredictorRecord.selected,
+    )
+
+
+def selected_record(db_url: str, device: str, backend: str, phase: str) -> dict[str, Any] | None:
+    """The newest predictor chosen by cross-validation for this device, backend and phase (without its blob)."""
     with session_scope(db_url) as session:
         record = session.scalar(
             select(LatencyPredictorRecord)
-            .where(
-                LatencyPredictorRecord.device == device,
-                LatencyPredictorRecord.backend == backend,
-                LatencyPredictorRecord.phase == phase,
-                LatencyPredictorRecord.selected,
-            )
+            .where(*_selected_clause(device, backend, phase))
             .order_by(LatencyPredictorRecord.id.desc())
             .limit(1)
         )
-        return None if record is None else pickle.loads(record.model_blob)
+        return None if record is None else _as_dict(record)
+
+
+def load_selected(db_url: str, device: str, backend: str, phase: str) -> LatencyPredictor | None:
+    """The newest predictor chosen by cross-validation for this device, backend and phase."""
+    with session_scope(db_url) as session:
+        key = session.execute(
+            select(LatencyPredictorRecord.id, LatencyPredictorRecord.created_at)
+            .where(*_selected_clause(device, backend, phase))
+            .order_by(LatencyPredictorRecord.id.desc())
+            .limit(1)
+        ).first()
+    return None if key is None else _unpickled(db_url, key.id, key.created_at)
+
+
+@lru_cache(maxsize=32)
+def _unpickled(db_url: str, record_id: int, created_at: datetime) -> LatencyPredictor:
+    """A stored predictor, unpickled once: records are never updated, and a search asks for the same
+    one thousands of times (the creation time guards against a re-created store reusing the id)."""
+    with session_scope(db_url) as session:
+        return pickle.loads(session.get(LatencyPredictorRecord, record_id).model_blob)
+
+
+def _as_dict(record: LatencyPredictorRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "device": record.device,
+        "backend": record.backend,
+        "phase": record.phase,
+        "name": record.name,
+        "selected": record.selected,
+        "n_measurements": record.n_measurements,
+        "cv_mape": record.cv_mape,
+        "metrics": record.metrics,
+        "created_at": record.created_at,
+    }
 
 
 def list_predictors(db_url: str, device: str | None = None) -> list[dict[str, Any]]:
@@ -80,18 +124,4 @@ def list_predictors(db_url: str, device: str | None = None) -> list[dict[str, An
         query = select(LatencyPredictorRecord).order_by(LatencyPredictorRecord.id)
         if device is not None:
             query = query.where(LatencyPredictorRecord.device == device)
-        return [
-            {
-                "id": r.id,
-                "device": r.device,
-                "backend": r.backend,
-                "phase": r.phase,
-                "name": r.name,
-                "selected": r.selected,
-                "n_measurements": r.n_measurements,
-                "cv_mape": r.cv_mape,
-                "metrics": r.metrics,
-                "created_at": r.created_at,
-            }
-            for r in session.scalars(query)
-        ]
+        return [_as_dict(r) for r in session.scalars(query)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -15,8 +17,11 @@ from db.models import Artifact, Measurement, Trial
 from db.session import session_scope
 from hilnas.settings import get_settings
 from search.driver import SearchDriver
+from search.families.quant_rotation.checkpoint import save_model
 from search.recorder import SearchRecorder, TrialOutcome
 from search.spec import SearchSpec, parse_spec
+from tests.latency_support import BACKEND, DEVICE, PEAKS, simulated_rows
+from tests.quant_support import tiny_model
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ["views/searches.py", "views/pareto.py", "views/latency.py", "views/scaling.py", "views/quantization.py"]
@@ -83,34 +88,16 @@ def add_verified_measurement(db_url: str, search_id: int, number: int, artifact_
         )
 
 
-def add_capability_results(db_url: str, search_id: int) -> None:
-    """One row set per capability, shaped as their writers store them (predictor, fits, judged run)."""
-    from db.models import JudgeRun, JudgeVerdict, LatencyPredictorRecord, ScalingFit
+def add_capability_results(db_url: str, search_id: int, latency_fits: dict) -> None:
+    """One row set per capability, written by their writers (predictors) or shaped as they store them."""
+    from db.models import JudgeRun, JudgeVerdict, ScalingFit
+    from latency_models.fitting import store_predictors
+    from latency_models.metrics import accuracy
 
-    def accuracy(mape: float) -> dict[str, float]:
-        return {"mape": mape, "rmspe": mape * 1.2, "within_5": 0.6, "within_10": 0.9, "kendall_tau": 0.8, "n": 20.0}
-
+    floors = {"prefill": accuracy(np.array([1.0, 2.0]), np.array([1.02, 1.98])), "decode": None}
+    store_predictors(db_url, device=DEVICE, backend=BACKEND, reports=latency_fits, noise_floors=floors)
     loglog = go.Figure(go.Scatter(x=[1e6, 1e7], y=[3.2, 2.9], name="N=1e5")).update_xaxes(type="log")
     with session_scope(db_url) as session:
-        for name, selected, mape in (("roofline", False, 12.0), ("gbm", True, 4.0)):
-            session.add(
-                LatencyPredictorRecord(
-                    device="local-cpu",
-                    backend="executorch-xnnpack",
-                    phase="decode",
-                    name=name,
-                    selected=selected,
-                    n_measurements=40,
-                    cv_mape=mape,
-                    metrics={
-                        "random": accuracy(mape),
-                        "out_of_range": accuracy(mape * 2),
-                        "noise_floor": accuracy(1.5),
-                    },
-                    params={},
-                    model_blob=b"not a pickle: never unpickled by the dashboard",
-                )
-            )
         for form in ("raw", "compression"):
             session.add(
                 ScalingFit(
@@ -164,19 +151,60 @@ def add_capability_results(db_url: str, search_id: int) -> None:
         session.add(run)
 
 
+@pytest.fixture(scope="module")
+def latency_fits() -> dict:
+    """Every predictor fitted on simulated rows of a known device, once per module (fitting is the slow part)."""
+    from latency_models.fitting import fit_predictors
+
+    return fit_predictors(simulated_rows(8, seed=5), DEVICE, BACKEND, PEAKS)
+
+
+def rotation_search(model_path: Path) -> SearchSpec:
+    """A real quant-rotation search on a tiny model: two rotation kinds, two bit settings, several seeds."""
+    save_model(tiny_model(), model_path)
+    return parse_spec(
+        {
+            "name": "rotations",
+            "family": "quant-rotation",
+            "options": {"model": str(model_path), "seq_len": 16, "calibration_sequences": 2, "heldout_sequences": 2},
+            "space": {
+                "params": {
+                    "rotation": {"type": "categorical", "choices": ["none", "random_hadamard"]},
+                    "seed": {"type": "int", "low": 0, "high": 3},
+                    "w_bits": {"type": "categorical", "choices": [4]},
+                    "a_bits": {"type": "categorical", "choices": [4, 8]},
+                    "kv_bits": {"type": "categorical", "choices": [16]},
+                }
+            },
+            "sampler": {"name": "random", "seed": 0},
+            "budget": {"trials": 8, "batch_size": 4, "max_concurrency": 2, "max_retries": 0},
+        }
+    )
+
+
 @pytest.fixture
-def seeded_store(db_url: str, ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Two finished searches run by the real driver (ZDT1, 2 objectives; DTLZ2, 3 objectives)."""
+def seeded_store(
+    db_url: str, ray_local: None, latency_fits: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict:
+    """Three finished searches run by the real driver (ZDT1, 2 objectives; DTLZ2, 3 objectives; a rotation
+    search) and the other capabilities' results."""
     monkeypatch.setenv("HILNAS_DB_URL", db_url)
     get_settings.cache_clear()
     zdt1 = SearchDriver.start(small_search("zdt1", 2, 12, 1), db_url).run()
     dtlz2 = SearchDriver.start(small_search("dtlz2", 3, 8, 2), db_url).run()
+    rotations = SearchDriver.start(rotation_search(tmp_path / "tiny.pt"), db_url).run()
     with session_scope(db_url) as session:
         front = session.query(Trial.number).filter_by(search_id=zdt1.search_id, is_pareto=True).first()
     add_verified_measurement(db_url, zdt1.search_id, front.number, tmp_path / "front.pte")
-    add_capability_results(db_url, zdt1.search_id)
+    add_capability_results(db_url, zdt1.search_id, latency_fits)
     data.clear_caches()
-    return {"url": db_url, "zdt1": zdt1.search_id, "dtlz2": dtlz2.search_id, "front_trial": front.number}
+    return {
+        "url": db_url,
+        "zdt1": zdt1.search_id,
+        "dtlz2": dtlz2.search_id,
+        "rotations": rotations.search_id,
+        "front_trial": front.number,
+    }
 
 
 def run_page(page: str) -> AppTest:
@@ -194,21 +222,81 @@ def test_every_page_runs_and_shows_the_store(seeded_store: dict) -> None:
 
     app = run_page("views/searches.py")
     table = app.dataframe[0].value
-    assert set(table["id"]) == {seeded_store["zdt1"], seeded_store["dtlz2"]}
+    assert set(table["id"]) == {seeded_store["zdt1"], seeded_store["dtlz2"], seeded_store["rotations"]}
     zdt1 = table.set_index("id").loc[seeded_store["zdt1"]]
     assert (zdt1["finished"], zdt1["target"], zdt1["status"]) == (12, 12, "finished")
     assert zdt1["progress"] == pytest.approx(1.0)
     assert zdt1["hypervolume"] > 0
 
-    # Capabilities with results show them; one not built yet says so plainly.
-    assert run_page("views/latency.py").get("plotly_chart"), "no predictor error chart"
+    # Capabilities with results show them.
     scaling = run_page("views/scaling.py")
     assert scaling.get("plotly_chart") and len(scaling.dataframe) >= 2, "no scaling fit shown"
     judge = run_page("views/judge.py")
     assert judge.get("plotly_chart") and len(judge.expander) >= 2, "no prerequisite graph or verdicts"
-    quantization = run_page("views/quantization.py")
-    if not data.model_classes("quantization"):
-        assert "is not built yet" in quantization.info[0].value
+
+
+def chart(app: AppTest, key: str) -> go.Figure:
+    """The plotly figure of the chart with this widget key, as the page sent it."""
+    for element in app.get("plotly_chart"):
+        if element.proto.id and key in element.proto.id:
+            return plotly.io.from_json(element.proto.spec)
+    raise AssertionError(f"no chart {key!r}; charts: {[e.proto.id for e in app.get('plotly_chart')]}")
+
+
+def values(array: object) -> list:
+    """A trace's data array: plotly sends numeric arrays base64-encoded (``{"bdata", "dtype"}``)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def test_latency_page_plots_held_out_points_of_each_predictor(seeded_store: dict, latency_fits: dict) -> None:
+    app = run_page("views/latency.py")
+    chart(app, "latency.bars")
+    chart(app, "latency.parity")  # the verified point keeps its own parity plot
+    for phase, reports in latency_fits.items():
+        selected = next(r for r in reports if r.selected)
+        # The predictor chosen by cross-validation is shown first, with every one of its held-out points.
+        assert app.selectbox(key=f"latency.heldout.{phase}").value == selected.name
+        parity = chart(app, f"latency.heldout.parity.{phase}")
+        by_split = {trace.name: trace for trace in parity.data if trace.name != "y = x"}
+        assert set(by_split) == {"random", "out_of_range"}
+        for split, trace in by_split.items():
+            expected = [p for p in selected.held_out if p["split"] == split]
+            assert sorted(values(trace.x)) == pytest.approx(sorted(p["measured_ms"] for p in expected))
+            assert sorted(values(trace.y)) == pytest.approx(sorted(p["predicted_ms"] for p in expected))
+        errors = chart(app, f"latency.heldout.errors.{phase}")
+        assert sum(len(values(trace.x)) for trace in errors.data) == len(selected.held_out)
+    # Any other predictor can be opened instead.
+    app.selectbox(key="latency.heldout.decode").set_value("roofline").run()
+    assert not app.exception, app.exception
+    roofline = next(r for r in latency_fits["decode"] if r.name == "roofline")
+    parity = chart(app, "latency.heldout.parity.decode")
+    assert parity.layout.title.text == "decode: roofline"
+    assert sum(len(values(t.x)) for t in parity.data if t.name != "y = x") == len(roofline.held_out)
+
+
+def test_quantization_page_shows_quality_per_rotation_and_spread_over_seeds(seeded_store: dict) -> None:
+    from search.queries import trials_frame
+
+    trials = trials_frame(seeded_store["rotations"], seeded_store["url"])
+    complete = trials[trials["state"] == "complete"]
+    assert len(complete) == 8
+    app = run_page("views/quantization.py")
+    assert app.selectbox(key="quant.search").value == seeded_store["rotations"]
+    boxes = chart(app, "quant.spread").data
+    assert {box.name for box in boxes} == {f"W4A{a}" for a in complete["param.a_bits"]}
+    assert all(box.type == "box" and box.boxpoints == "all" for box in boxes)
+    # One point per finished trial, at its rotation kind, with its seed on hover.
+    shown = [
+        (x, float(y), int(seed))
+        for box in boxes
+        for x, y, seed in zip(values(box.x), values(box.y), values(box.text), strict=True)
+    ]
+    stored = zip(complete["param.rotation"], complete["value.ppl"].astype(float), complete["param.seed"], strict=True)
+    assert sorted(shown) == sorted(stored)
+    table = app.dataframe[0].value
+    assert table["seeds"].sum() == 8 and (table["min"] <= table["max"]).all()
 
 
 def test_pareto_explorer_front_trial_detail_comparison_and_3d(seeded_store: dict) -> None:

@@ -79,3 +79,23 @@ def test_measure_arch_in_process_then_served_from_cache(tmp_path: Path) -> None:
 
     rows = cache.load(f"sqlite:///{db}", "cpu", "torch-eager")
     assert sorted(r["phase"] for r in rows) == ["decode", "prefill"]
+
+
+def test_calibrate_in_process_then_report(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    command = ["latency", "calibrate", "--device", "cpu", "--budget", "4", "--pool", "12", "--noise", "2"]
+    command += ["--backend", "torch-eager", "--in-process", "--ci-half-width", "0.5"]
+    calibrated = hilnas(*command, db=db)
+    assert calibrated.returncode == 0, calibrated.stdout + calibrated.stderr
+    assert "Device peaks:" in calibrated.stdout
+
+    from latency_models import storage
+    from latency_models.predictors import PREDICTORS
+
+    records = storage.list_predictors(f"sqlite:///{db}", "cpu")
+    assert len(records) == 2 * len(PREDICTORS) and sum(r["selected"] for r in records) == 2
+    assert all(r["n_measurements"] == 4 and r["metrics"]["noise_floor"]["n"] == 2 for r in records)
+    reported = hilnas("latency", "report", "--device", "cpu", db=db)
+    assert reported.returncode == 0, reported.stderr
+    for name in PREDICTORS:
+        assert reported.stdout.count(name) == 2  # one row per phase

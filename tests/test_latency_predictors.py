@@ -18,17 +18,7 @@ from latency_models.predictors import (
     select_by_cv,
 )
 from search.families.mobilellm_flash.space import default_space
-
-
-def true_latency_ms(features: dict[str, float]) -> float:
-    """A known additive device: per-kind throughputs plus a per-layer cost."""
-    return (
-        features["ffn_flops"] / 8e9
-        + features["attn_proj_flops"] / 6e9
-        + (features["attn_score_full_flops"] + features["attn_score_local_flops"]) / 3e9
-        + features["head_flops"] / 8e9
-        + features["kv_bytes"] / 10e9
-    ) * 1000 + 0.01 * (features["n_full"] + features["n_local"] + features["n_skip"])
+from tests.latency_support import true_latency_ms
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +104,7 @@ def test_calibration_designs_then_follows_uncertainty(pool: list[Candidate]) -> 
             raise RuntimeError("export failed at operator aten::foo")  # a failing candidate is skipped
         return {
             phase: {
+                "arch_hash": candidate.arch.arch_hash(),
                 "architecture": candidate.arch.model_dump(mode="json"),
                 "phase": phase,
                 "shape": {
@@ -133,6 +124,9 @@ def test_calibration_designs_then_follows_uncertainty(pool: list[Candidate]) -> 
     assert {r.name for r in reports} == set(PREDICTORS) and sum(r.selected for r in reports) == 1
     layerwise = next(r for r in reports if r.name == "layerwise")
     assert layerwise.metrics["random"]["mape"] < 5 and "out_of_range" in layerwise.metrics
+    # Every calibration row is predicted once out of fold; the largest ones again in the out-of-range split.
+    splits = [p["split"] for p in layerwise.held_out]
+    assert splits.count("random") == len(decode_rows) and 1 <= splits.count("out_of_range") < len(decode_rows)
 
 
 def test_predictors_round_trip_through_sql(db_url: str, pool: list[Candidate]) -> None:

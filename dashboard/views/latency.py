@@ -8,6 +8,32 @@ import streamlit as st
 
 from dashboard import data, figures, ui
 
+SCORE_KEYS = ("mape", "rmspe", "p90_ape", "within_5", "within_10", "kendall_tau", "n")
+
+
+def held_out_plots(phase: str, points: pd.DataFrame) -> None:
+    """Parity plot and error histogram of one phase's held-out points, for a predictor the user picks
+    (the one chosen by cross-validation first)."""
+    names = sorted(points["predictor"].unique())
+    selected = set(points.loc[points["selected"], "predictor"])
+    name = st.selectbox(
+        f"{phase} predictor",
+        names,
+        index=next((i for i, n in enumerate(names) if n in selected), 0),
+        format_func=lambda n: f"{n} (selected)" if n in selected else n,
+        key=f"latency.heldout.{phase}",
+    )
+    shown = points[points["predictor"] == name]
+    st.plotly_chart(
+        figures.parity_figure(shown, "measured_ms", "predicted_ms", color="split", title=f"{phase}: {name}"),
+        key=f"latency.heldout.parity.{phase}",
+    )
+    st.plotly_chart(
+        figures.histogram_figure(shown, "error_pct", color="split", title=f"{phase}: relative error (%)"),
+        key=f"latency.heldout.errors.{phase}",
+    )
+
+
 st.title("Latency models")
 st.caption("How well each learned latency predictor matches device measurements it was not trained on.")
 url = ui.open_store()
@@ -20,6 +46,8 @@ else:
     rows = []
     for record in records.itertuples():
         for split, scores in (record.metrics or {}).items():
+            if scores is None:  # no noise floor was measured for this fit
+                continue
             rows.append(
                 {
                     "id": record.id,
@@ -29,7 +57,7 @@ else:
                     "predictor": record.name,
                     "selected": record.selected,
                     "split": split,
-                    **{k: scores.get(k) for k in ("mape", "rmspe", "within_5", "within_10", "kendall_tau", "n")},
+                    **{k: scores.get(k) for k in SCORE_KEYS},
                 }
             )
     scores = pd.DataFrame(rows)
@@ -77,9 +105,26 @@ else:
         },
     )
     with st.expander(f"All fitted predictors ({len(records)})"):
-        st.dataframe(records.drop(columns=["metrics"]), hide_index=True, width="stretch")
+        st.dataframe(records.drop(columns=["metrics", "held_out"], errors="ignore"), hide_index=True, width="stretch")
 
-st.subheader("Predicted vs measured on the device")
+    st.subheader("Held-out predictions")
+    points = data.held_out_points(url, device, backend)
+    if points.empty:
+        st.caption(
+            "These predictors were stored without their per-point held-out predictions (fitted before they "
+            "were recorded); fit again with `hilnas latency calibrate` to plot them."
+        )
+    else:
+        st.caption(
+            "Each point was predicted by a model that never saw it: random split = cross-validation or a held-out "
+            "sample; out-of-range = architectures larger than any the model was fitted on."
+        )
+        phases = sorted(points["phase"].unique())
+        for phase, column in zip(phases, st.columns(len(phases)), strict=True):
+            with column:
+                held_out_plots(phase, points[points["phase"] == phase])
+
+st.subheader("Verified points: predicted vs measured on the device")
 verified = data.verified_latency(url)
 if verified.empty:
     st.caption(

@@ -4,6 +4,7 @@ from db.models.base import Base
 from db.models.core import Artifact, HypervolumePoint, Measurement, Search, Trial
 from db.models.judge import JudgeRun, JudgeVerdict
 from db.models.latency import DeviceProfile, LatencyPredictorRecord
+from db.models.pipeline import PipelineRun, PipelineStage
 from db.models.scaling import ScalingDataset, ScalingFit, ScalingPoint, ScalingRun, ScalingSweep
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "JudgeVerdict",
     "LatencyPredictorRecord",
     "Measurement",
+    "PipelineRun",
+    "PipelineStage",
     "ScalingDataset",
     "ScalingFit",
     "ScalingPoint",

@@ -29,6 +29,9 @@ class LatencyPredictorRecord(Base):
 
     ``metrics`` holds {"random": {...}, "out_of_range": {...}, "noise_floor": {...}} as computed
     by ``latency_models.metrics``; ``selected`` marks the one chosen by cross-validation.
+    ``held_out`` keeps every held-out prediction behind those metrics (one dict per point: arch_hash,
+    shape, split "random"/"out_of_range", measured_ms, predicted_ms), so parity plots and error
+    histograms can be drawn without refitting; None on predictors stored before it was recorded.
     """
 
     __tablename__ = "hilnas_latency_predictors"
@@ -45,4 +48,5 @@ class LatencyPredictorRecord(Base):
     metrics: Mapped[dict] = mapped_column()
     params: Mapped[dict] = mapped_column()
     model_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    held_out: Mapped[list | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -64,22 +64,39 @@ class ExecuTorchXnnpackBackend(Backend):
         if portable_lib._threadpool_get_thread_count() != threads:
             portable_lib._unsafe_reset_threadpool(threads)
 
-    def prepare(self, graph: nn.Module, inputs: tuple[Tensor, ...], phase: str, workdir: Path) -> PreparedGraph:
+    def lower(
+        self, methods: dict[str, tuple[nn.Module, tuple[Tensor, ...]]], label: str, constants: dict | None = None
+    ):  # noqa: ANN201 - an ExecuTorch program manager
+        """Export each (graph, example inputs) as a method of ONE program, lowered to XNNPACK.
+
+        ``constants`` become constant methods of the program (metadata an app reads, e.g. the
+        context length). ``label`` names the work in an ``ExportFailure``.
+        """
         partitioner, compile_config, lower, constant_prop, _, runtime = self._modules
-        start = time.perf_counter()
         try:
-            exported = torch.export.export(graph.eval(), inputs, strict=False)
-            # Masks and rotary tables built from arange fold to constants instead of running per call.
-            exported = constant_prop(exported)
+            exported = {}
+            for name, (graph, inputs) in methods.items():
+                program = torch.export.export(graph.eval(), inputs, strict=False)
+                # Masks and rotary tables built from arange fold to constants instead of running per call.
+                exported[name] = constant_prop(program)
             program = lower(
-                exported, partitioner=[partitioner()], compile_config=compile_config(_check_ir_validity=False)
+                exported,
+                partitioner=[partitioner()],
+                constant_methods=constants,
+                compile_config=compile_config(_check_ir_validity=False),
             ).to_executorch()
         except Exception as exc:  # any exporter/lowering error is reported with its operator
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportFailure(phase, failing_operator(exc), f"{type(exc).__name__}: {detail}") from exc
+            raise ExportFailure(label, failing_operator(exc), f"{type(exc).__name__}: {detail}") from exc
         missing = _missing_kernels(program, runtime.get())
         if missing:
-            raise ExportFailure(phase, missing[0], f"the ExecuTorch runtime has no kernel for {', '.join(missing)}")
+            raise ExportFailure(label, missing[0], f"the ExecuTorch runtime has no kernel for {', '.join(missing)}")
+        return program
+
+    def prepare(self, graph: nn.Module, inputs: tuple[Tensor, ...], phase: str, workdir: Path) -> PreparedGraph:
+        runtime = self._modules[5]
+        start = time.perf_counter()
+        program = self.lower({"forward": (graph, inputs)}, label=phase)
         workdir.mkdir(parents=True, exist_ok=True)
         artifact = workdir / f"{phase}.pte"
         artifact.write_bytes(program.buffer)
