@@ -90,7 +90,8 @@ class SearchDriver:
         self._next_number = 0
         self._finished = 0
         self._failed = 0
-        self._front_values: dict[int, np.ndarray] = {}  # number -> minimisation values of feasible trials
+        # number -> minimisation values of the feasible trials on the front: a trial once dominated never returns to it
+        self._front_values: dict[int, np.ndarray] = {}
         self._hypervolume: float | None = None
         self._front_numbers: set[int] = set()  # as last stored
         self._actor: ray.actor.ActorHandle | None = None
@@ -124,7 +125,12 @@ class SearchDriver:
         address: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> SearchResult:
-        """Evaluate trials until the budget is met; Ctrl-C raises ``Interrupted``."""
+        """Evaluate trials until the budget is met; Ctrl-C raises ``Interrupted``.
+
+        Optuna's copy of the study (``StudyMirror``) may lag the store by a moment while trials run;
+        it holds every finished trial once this returns or is interrupted (after a crash or an error,
+        ``resume`` completes it).
+        """
         executor.connect_ray(address or get_settings().ray_address, [self.device])
         actor = None
         if self.family.needs_device:
@@ -152,6 +158,7 @@ class SearchDriver:
             # A polite cancel: force-killing workers right before the process exits has crashed
             # Ray 2.60's core worker (a failed internal check on a late task reply), exit code 1.
             self._cancel_all(force=False)
+            self.mirror.flush()
             self.recorder.set_status("interrupted")
             raise Interrupted(
                 f"Search {self.search_id} was interrupted after {self._finished} finished trials; "
@@ -161,6 +168,7 @@ class SearchDriver:
             self._cancel_all()
             self.recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        self.mirror.flush()
         self.recorder.set_status("finished")
         return SearchResult(self.search_id, self._finished, self._failed, self._hypervolume, "finished")
 
@@ -200,6 +208,7 @@ class SearchDriver:
         self.study.add_trials([trial for _, trial in finished])
         mirrored = self.mirror.mirrored_numbers()
         self.mirror.add([trial for number, trial in finished if number not in mirrored])
+        self.mirror.flush()
         for row in rows:
             if row.state not in FINISHED_STATES:
                 self.study.enqueue_trial(space.flatten(row.params))
@@ -238,7 +247,7 @@ class SearchDriver:
     # ----------------------------------------------------------------- dispatching
 
     def _dispatch(self, actor: ray.actor.ActorHandle | None) -> None:
-        cpus = self.spec.budget.cpus_per_trial
+        evaluate_quality = executor.evaluate_quality.options(num_cpus=self.spec.budget.cpus_per_trial)
         while self._device_probe is None and self._pending and len(self._in_flight) < self.spec.budget.max_concurrency:
             entry = self._pending.pop(0)
             context = TrialContext(
@@ -248,11 +257,7 @@ class SearchDriver:
                 seed=(self.spec.sampler.seed or 0) * 100_003 + entry.number,
                 artifact_dir=self.artifact_dir,
             )
-            entry.refs = [
-                executor.evaluate_quality.options(num_cpus=cpus).remote(
-                    self.family.name, self.options_json, entry.params, context
-                )
-            ]
+            entry.refs = [evaluate_quality.remote(self.family.name, self.options_json, entry.params, context)]
             if actor is not None:
                 entry.refs.append(actor.measure.remote(self.family.name, self.options_json, entry.params, context))
             entry.started = time.monotonic()
@@ -296,7 +301,7 @@ class SearchDriver:
             self._check_device()
 
     def _conclude(self, concluded: list[tuple[_InFlight, TrialOutcome]]) -> None:
-        """Store final outcomes first, then tell the sampler and mirror them into Optuna's tables."""
+        """Store final outcomes first, then tell the sampler and queue them for Optuna's tables."""
         if not concluded:
             return
         for entry, outcome in concluded:
@@ -460,7 +465,8 @@ class SearchDriver:
             self.reference = self._reference_point(points)
             self.recorder.set_reference_point(self.reference)
         mask = pareto_mask(points)
-        front_numbers = {n for n, on_front in zip(numbers, mask, strict=True) if on_front}
+        self._front_values = {n: p for n, p, on_front in zip(numbers, points, mask, strict=True) if on_front}
+        front_numbers = set(self._front_values)
         volume = hypervolume(points[mask], self._min_reference())
         if front_numbers == self._front_numbers and volume == self._hypervolume:
             return  # nothing new to store: most batches after the start leave the front as it was

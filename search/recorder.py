@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Artifact, HypervolumePoint, Measurement, Search, Trial
@@ -129,11 +129,13 @@ class SearchRecorder:
                     )
                 )
             )
-            session.add_all(
-                Trial(search_id=self.search_id, number=n, params=p, arch_hash=h, state="running", attempts=0)
+            rows = [
+                {"search_id": self.search_id, "number": n, "params": p, "arch_hash": h, "state": "running"}
                 for n, p, h in trials
                 if n not in existing
-            )
+            ]
+            if rows:
+                session.execute(insert(Trial), rows)  # one multi-row INSERT, no ORM objects to track
 
         self._write(add)
 
@@ -178,7 +180,6 @@ class SearchRecorder:
             row.finished_at = _now()
             if outcome.arch_hash:
                 row.arch_hash = outcome.arch_hash
-            session.flush()
             for measurement in outcome.measurements or []:
                 self._add_measurement(session, row.id, measurement)
             for artifact in outcome.artifacts or []:

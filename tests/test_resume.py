@@ -117,6 +117,8 @@ def test_ctrl_c_stops_cleanly_and_the_search_resumes(tmp_path: Path) -> None:
     dispose_engines()
     with session_scope(db_url) as session:
         assert session.get(Search, 1).status == "interrupted"
+    mirror = optuna.load_study(study_name="hilnas-search-1", storage=optuna_storage(db_url))
+    assert sorted(t.user_attrs[NUMBER_ATTR] for t in mirror.get_trials()) == sorted(_finished(db_url))  # no lag left
     resumed = _hilnas("search", "resume", "1", "--no-progress", db_url=db_url)
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
+import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 from sqlalchemy import inspect, select
 
 from db.migrate import current_revisions, head_revisions, upgrade_to_head
 from db.models import Artifact, HypervolumePoint, Measurement, Search, Trial
 from db.session import get_engine, session_scope
 from hilnas.errors import UserError
+from search.study import StudyMirror, finished_trial, optuna_storage
 
 
 def _search(**overrides) -> Search:
@@ -91,6 +98,56 @@ def test_a_trial_number_is_unique_within_its_search(db_url: str) -> None:
         session.add(Trial(search_id=search_id, number=0, params={}))
     with session_scope(db_url) as session:  # the failed transaction left the first row intact
         assert len(session.scalars(select(Trial)).all()) == 1
+
+
+@pytest.fixture
+def local_time_away_from_utc() -> Iterator[None]:
+    """Nine hours east of UTC (a POSIX rule, no time-zone database needed), so an unconverted datetime shows."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "JST-9")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_away_from_utc")
+def test_the_mirror_writes_what_optunas_add_trials_writes(db_url: str) -> None:
+    """The mirror fills Optuna's tables itself for speed; Optuna must read back exactly what ``add_trials`` stores."""
+    distributions = {
+        "x": FloatDistribution(0.0, 1.0),
+        "n": IntDistribution(1, 64, log=True),
+        "kind": CategoricalDistribution(["a", "b", None]),
+    }
+    trials = [
+        finished_trial(
+            number,
+            {"x": 0.1 * number, "n": 2**number, "kind": ["a", "b", None][number % 3]},
+            distributions,
+            TrialState.FAIL if number == 2 else TrialState.COMPLETE,
+            None if number == 2 else [0.5 * number, math.inf if number == 3 else -1.0 * number],
+            {"nsga2:generation": number, "constraints": [0.1, -0.2]},
+        )
+        for number in range(5)
+    ]
+    get_engine(db_url)
+    mirror = StudyMirror("mirrored", db_url, ["minimize", "maximize"], flush_interval_s=3600)
+    mirror.add(trials[:2])
+    assert mirror.mirrored_numbers() == set()  # queued until the interval passes or a flush
+    mirror.flush()
+    mirror.add(trials[2:])
+    mirror.flush()
+    assert mirror.mirrored_numbers() == set(range(5))
+    optuna.create_study(
+        study_name="reference", storage=optuna_storage(db_url), directions=["minimize", "maximize"]
+    ).add_trials(trials)
+
+    def stored(name: str) -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name=name, storage=optuna_storage(db_url)).get_trials()
+
+    fields = ("number", "state", "values", "params", "distributions", "user_attrs", "system_attrs")
+    fields += ("intermediate_values", "datetime_start", "datetime_complete")
+    for ours, reference in zip(stored("mirrored"), stored("reference"), strict=True):
+        assert {f: getattr(ours, f) for f in fields} == {f: getattr(reference, f) for f in fields}
 
 
 def test_sqlite_store_runs_in_wal_mode(sqlite_url: str) -> None:
