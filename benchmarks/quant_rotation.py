@@ -1,10 +1,11 @@
 """Quantization rotation benchmark (SpinQuant): held-out perplexity per bit setting and rotation kind.
 
-    python -m benchmarks.quant_rotation [--quick] [--gptq]
+    python -m benchmarks.quant_rotation [--quick] [--gptq] [--model PATH]
 
-Quantizes the cached STAND-IN backbone (a small byte-level MobileLLM trained for a few CPU minutes,
-``search/families/quant_rotation/standin.py``; it is replaced by the issue-4 backbone once that
-exists) with fake quantization in PyTorch. For W4A4KV4, W4A8KV8 and W4A16 it prints held-out
+Quantizes the hilnas backbone (``search/families/mobilellm_flash/backbone.py``: a small MobileLLM
+with a BPE vocabulary, trained and cached on first use; ``--model`` names another checkpoint) with
+fake quantization in PyTorch, calibrating on windows of its train tokens and scoring windows of
+its validation tokens. For W4A4KV4, W4A8KV8 and W4A16 it prints held-out
 perplexity with no rotation, random orthogonal and random Hadamard rotations (min/median/max over
 seeds) and Cayley-learned rotations, the share of the no-rotation gap each closes, activation
 outlier statistics at every linear input before/after rotation, and the Cayley optimisation time.
@@ -33,24 +34,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, small data, few Cayley steps")
     parser.add_argument("--gptq", action="store_true", help="GPTQ weights instead of round-to-nearest")
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--model", default=None, help="checkpoint folder or file (default: the hilnas backbone)")
     args = parser.parse_args(argv)
 
-    from search.families.quant_rotation.data import calibration_sequences, heldout_sequences
     from search.families.quant_rotation.pipeline import Recipe, evaluate
     from search.families.quant_rotation.qmodel import perplexity
     from search.families.quant_rotation.quantizers import QuantSpec
-    from search.families.quant_rotation.standin import standin_backbone, standin_path
+    from search.families.quant_rotation.target import load_target
 
     torch.set_num_threads(1)
     console = Console(width=150)
     seeds = range(3 if args.quick else 10)
     steps = 20 if args.quick else 100
-    model = standin_backbone()
-    heldout = heldout_sequences(8 if args.quick else 32, args.seq_len + 1)
-    calibration = calibration_sequences(8 if args.quick else 32, args.seq_len + 1, seed=1)
+    target = load_target(args.model)
+    model = target.model
+    windows = 8 if args.quick else 32
+    heldout, calibration = target.windows(args.seq_len, heldout=windows, calibration=windows, seed=1)
     fp_ppl = perplexity(model, heldout)
     console.print(
-        f"Model: STAND-IN backbone {standin_path().name} ({model.config.n_params():,} params, byte-level); "
+        f"Model: {target.description}; "
         f"held-out {tuple(heldout.shape)}, calibration {tuple(calibration.shape)}; weights "
         f"{'GPTQ' if args.gptq else 'RTN'}; fake quantization in PyTorch. FP32 held-out ppl {fp_ppl:.3f}."
     )

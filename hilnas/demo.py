@@ -1,10 +1,13 @@
 """``hilnas demo`` / ``make demo``: the main job on embedded defaults.
 
-Until the MobileLLM-Flash family lands, the demo runs the search driver on ZDT1 (five variables,
-Gaussian-process BO) and compares the hypervolume it reaches with the true front's.
+MobileLLM-Flash end to end (built-in pipeline spec ``flash-demo``): train or load the cached
+backbone, calibrate the latency model on this machine's CPU through ExecuTorch, search pruned
+candidates on local Ray, verify the front on the device and export the best as ``.pte`` programs.
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 
@@ -12,20 +15,13 @@ from hilnas.settings import get_settings
 
 
 def run_demo(db_url: str | None, console: Console) -> None:
-    from search.cli import _run_with_progress, show
-    from search.driver import SearchDriver
-    from search.families.benchmarks.problems import true_hypervolume
-    from search.spec import load_spec
+    from search.families.mobilellm_flash.cli import run_pipeline
 
     db_url = db_url or get_settings().db_url
-    spec = load_spec("demo-zdt1")
-    driver = SearchDriver.start(spec, db_url)
-    console.print(f"[bold]hilnas demo[/]: {spec.sampler.name} on ZDT1 through the Ray driver, store {db_url}")
-    _run_with_progress(driver, None, progress=True)
-    show(driver.search_id, db_url=db_url, limit=10)
-    from search.queries import get_search
-
-    reached = get_search(driver.search_id, db_url).hypervolume or 0.0
-    truth = true_hypervolume("zdt1")
-    console.print(f"Hypervolume {reached:.4f} of the true front's {truth:.4f} ({reached / truth:.1%}).")
-    console.print("Browse it with `hilnas search list`, `hilnas search show ID` or `optuna-dashboard " + db_url + "`.")
+    console.print(f"[bold]hilnas demo[/]: MobileLLM-Flash staged search on hw:{get_settings().device}, store {db_url}")
+    started = time.perf_counter()
+    run_id = run_pipeline("flash-demo", db_url, None, console)
+    minutes, seconds = divmod(time.perf_counter() - started, 60)
+    console.print(f"Done in {minutes:.0f} min {seconds:.0f} s. Stages and outputs: `hilnas flash show {run_id}`.")
+    console.print(f"Artifacts (.pte programs, checkpoints): {get_settings().artifact_dir}")
+    console.print(f"Dashboard: `make dashboard` (or `hilnas dashboard`), then open http://127.0.0.1:8501 ({db_url}).")

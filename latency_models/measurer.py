@@ -118,7 +118,7 @@ class DeviceMeasurer:
         from search.family import TrialContext
 
         self.counter += 1
-        context = TrialContext(0, self.counter, 1, 0, Path(get_settings().artifact_dir) / "latency")
+        context = TrialContext(0, self.counter, 1, 0, Path(get_settings().artifact_dir) / "latency", self.db_url)
         if self.actor is None:
             return self.family.measure(params, self.device, context)
         import ray

@@ -256,6 +256,7 @@ class SearchDriver:
                 attempt=entry.attempt,
                 seed=(self.spec.sampler.seed or 0) * 100_003 + entry.number,
                 artifact_dir=self.artifact_dir,
+                db_url=self.db_url,
             )
             entry.refs = [evaluate_quality.remote(self.family.name, self.options_json, entry.params, context)]
             if actor is not None:

@@ -43,6 +43,9 @@ class TrialContext:
     attempt: int
     seed: int
     artifact_dir: Path
+    #: The store the search writes to; trial work that reads the store (the measurement cache, a latency
+    #: predictor) uses it, since a worker's own settings may name another. None: the worker's settings.
+    db_url: str | None = None
 
 
 @dataclass

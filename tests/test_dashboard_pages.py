@@ -17,11 +17,10 @@ from db.models import Artifact, Measurement, Trial
 from db.session import session_scope
 from hilnas.settings import get_settings
 from search.driver import SearchDriver
-from search.families.quant_rotation.checkpoint import save_model
 from search.recorder import SearchRecorder, TrialOutcome
 from search.spec import SearchSpec, parse_spec
 from tests.latency_support import BACKEND, DEVICE, PEAKS, simulated_rows
-from tests.quant_support import tiny_model
+from tests.quant_support import save_tiny_checkpoint
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ["views/searches.py", "views/pareto.py", "views/latency.py", "views/scaling.py", "views/quantization.py"]
@@ -161,7 +160,7 @@ def latency_fits() -> dict:
 
 def rotation_search(model_path: Path) -> SearchSpec:
     """A real quant-rotation search on a tiny model: two rotation kinds, two bit settings, several seeds."""
-    save_model(tiny_model(), model_path)
+    save_tiny_checkpoint(model_path)
     return parse_spec(
         {
             "name": "rotations",

@@ -109,3 +109,22 @@ def test_rotated_weights_are_differentiable_in_the_rotations() -> None:
     weights = rotated_weights(model, rotations)
     weights["blocks.0.attn.q_proj.weight"].sum().backward()
     assert rotations.r1.grad is not None and rotations.r1.grad.abs().sum() > 0
+
+
+def test_kv_quantization_hook_reaches_prefill_chunked_local_and_cached_decode() -> None:
+    """R3 and KV quantization sit in Attention's public ``qkv_transform`` hook: the full forward is changed
+    by them, and a prefill (chunked for the local layer) followed by cached decoding gives the very same
+    logits, because every quantizer works per token and the cache holds the quantized keys and values."""
+    model = MODELS["odd-sizes"]().double()  # window 8: a 12-token prompt takes the chunked local path
+    spec = QuantSpec.parse("W16A16KV4")  # only the hook quantizes
+    quantized, _ = quantize(model, Recipe(spec=spec, rotation="random_hadamard", seed=4), dtype=torch.float64)
+    network = quantized.model
+    tokens = torch.randint(0, 64, (1, 20), generator=torch.Generator().manual_seed(3))
+    full = network(tokens)
+    assert _relative_difference(full, model(tokens)) > 1e-3
+    logits, cache = network.prefill(tokens[:, :12])
+    assert _relative_difference(logits, full[:, 11]) < 1e-12
+    for position in range(12, 20):
+        logits, new_kv = network.decode(tokens[:, position : position + 1], torch.tensor([position]), cache)
+        cache = network.append_to_cache(cache, new_kv)
+        assert _relative_difference(logits, full[:, position]) < 1e-12

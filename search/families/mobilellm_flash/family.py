@@ -1,14 +1,21 @@
-"""The MobileLLM-Flash family: candidates are measured on the device through ExecuTorch.
+"""The MobileLLM-Flash family: pruned children of a trained backbone, measured on ExecuTorch.
 
-Quality (a pruned backbone with inherited weights, briefly distilled) arrives with issue 4;
-until then ``evaluate`` reports the analytic parameter count, so the objectives are
-``params``, ``prefill_ms`` and ``decode_ms``.
+Two modes. Without a backbone (issue 3's latency work) a candidate is any architecture of
+``default_space`` and its only quality figure is its parameter count. With ``backbone_arch`` set
+(the staged pipeline in ``pipeline.py``), a candidate is a sub-architecture of the backbone
+(``pruned_space``); with ``backbone_path`` too, it inherits the backbone's most important
+weights, is distilled from it for a fixed token budget and scored by held-out loss. Its latency
+is either measured on the device (``latency: measured``) or read from the device's calibrated
+predictor (``latency: predicted``, MobileLLM-Flash's search stage, which needs no device at all).
 """
 
 from __future__ import annotations
 
+import json
+import math
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -21,6 +28,8 @@ from search.families.mobilellm_flash.space import (
     Workload,
     candidate_from_params,
     default_space,
+    pruned_candidate,
+    pruned_space,
 )
 from search.family import Evaluation, Family, FamilyOptions, InvalidCandidate, ObjectiveDefault, TrialContext
 from search.space import SearchSpace
@@ -35,27 +44,52 @@ class MobileLLMFlashOptions(FamilyOptions):
     backend: str = Field("executorch-xnnpack", description="latency backend (see latency_models.backends)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     use_cache: bool = Field(True, description="reuse stable measurements from the store instead of re-measuring")
+    backbone_arch: ArchConfig | None = Field(None, description="when set, candidates are prunings of this backbone")
+    backbone_path: str | None = Field(None, description="the backbone's cache folder, to score candidates' quality")
+    importance_path: str | None = Field(None, description="JSON of the backbone's activation importance scores")
+    workload: Workload = Field(default_factory=Workload, description="shapes pruned candidates are timed at")
+    latency: Literal["measured", "predicted"] = "measured"
+    predictor_device: str | None = Field(None, description="whose calibrated predictor 'predicted' reads")
+    distill_tokens: int = Field(32_768, ge=0, description="continued-pretraining budget per candidate")
+    distill_batch: int = Field(8, ge=1)
+    threads: int = Field(1, ge=1, description="torch threads per quality evaluation")
+    multiple_choice: str | None = Field(None, description="a local JSONL multiple-choice set for zero-shot accuracy")
 
 
 class MobileLLMFlashFamily(Family):
     name = "mobilellm-flash"
     description = "MobileLLM-style decoders with per-layer full/local/skipped attention, measured on ExecuTorch"
     Options = MobileLLMFlashOptions
-    needs_device = True
 
     options: MobileLLMFlashOptions
 
+    def __init__(self, options: MobileLLMFlashOptions | None = None) -> None:
+        super().__init__(options)
+        if self.options.backbone_path is not None and self.options.backbone_arch is None:
+            raise UserError("The mobilellm-flash option backbone_path needs backbone_arch beside it.")
+
+    @property
+    def pruned(self) -> bool:
+        """Candidates are prunings of ``backbone_arch``; scoring their quality also needs ``backbone_path``."""
+        return self.options.backbone_arch is not None
+
+    @property
+    def needs_device(self) -> bool:
+        return self.options.latency == "measured"
+
     def default_space(self) -> SearchSpace:
+        if self.pruned:
+            return pruned_space(self.options.backbone_arch, self.options.workload)
         return default_space()
 
     def default_objectives(self) -> list[ObjectiveDefault]:
-        return [
-            ObjectiveDefault("params", "minimize"),
-            ObjectiveDefault("prefill_ms", "minimize"),
-            ObjectiveDefault("decode_ms", "minimize"),
-        ]
+        scored = self.options.backbone_path is not None
+        quality = ObjectiveDefault("loss", "minimize") if scored else ObjectiveDefault("params", "minimize")
+        return [quality, ObjectiveDefault("prefill_ms", "minimize"), ObjectiveDefault("decode_ms", "minimize")]
 
     def candidate(self, params: dict[str, Any]) -> tuple[ArchConfig, Workload]:
+        if self.pruned:
+            return pruned_candidate(params, self.options.backbone_arch), self.options.workload
         return candidate_from_params(params, SpaceOptions(vocab_size=self.options.vocab_size))
 
     def check_candidate(self, params: dict[str, Any]) -> None:
@@ -70,9 +104,57 @@ class MobileLLMFlashFamily(Family):
             return None
 
     def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
-        """The analytic parameter count; model quality is issue 4's (backbone, pruning, distillation)."""
-        arch, _ = self.candidate(params)
-        return Evaluation(metrics={"params": float(arch.n_params())}, info={"quality": "not measured before issue 4"})
+        """Held-out loss of the pruned, distilled candidate (with a backbone), else the parameter count alone;
+        plus the predicted latency when latency is not measured."""
+        arch, workload = self.candidate(params)
+        metrics = {"params": float(arch.n_params())}
+        artifacts: list[dict[str, Any]] = []
+        info: dict[str, Any] = {}
+        if self.options.backbone_path is not None:
+            quality, checkpoint = self._quality(arch, context)
+            metrics.update({k: v for k, v in quality.items() if isinstance(v, (int, float))})
+            artifacts.append({"kind": "checkpoint", "path": str(checkpoint), "meta": {"arch_hash": arch.arch_hash()}})
+        if self.options.latency == "predicted":
+            from latency_models.fitting import predict_ms
+
+            device = self.options.predictor_device or get_settings().device
+            db_url = context.db_url or get_settings().db_url
+            predicted = predict_ms(db_url, device, self.options.backend, arch, workload)
+            for phase, (ms, _std) in predicted.items():
+                metrics[f"{phase}_ms"] = float(ms)
+            info["latency"] = f"predicted by the selected {self.options.backend} predictor of {device}"
+        return Evaluation(metrics=metrics, artifacts=artifacts, info=info)
+
+    def _quality(self, arch: ArchConfig, context: TrialContext) -> tuple[dict[str, float], Path]:
+        """Prune the backbone to ``arch``, distill, score; the distilled weights are kept for export."""
+        import torch
+
+        from evaluators.lm_quality import candidate_quality
+        from search.families.quant_rotation.checkpoint import save_model
+
+        torch.set_num_threads(self.options.threads)
+        backbone = _backbone(self.options.backbone_path)
+        quality, student = candidate_quality(
+            backbone.model,
+            _importance(self.options.importance_path),
+            arch,
+            backbone.train_tokens,
+            backbone.val_tokens,
+            budget_tokens=self.options.distill_tokens,
+            seed=context.seed,
+            batch_size=self.options.distill_batch,
+            seq_len=backbone.info["config"]["seq_len"],
+            eval_windows=backbone.info["heldout"]["windows"],
+        )
+        if self.options.multiple_choice:
+            from evaluators.lm_quality import multiple_choice_accuracy
+
+            accuracy = multiple_choice_accuracy(student, backbone.tokenizer.encode, self.options.multiple_choice)
+            quality.update({f"mc_{k}": v for k, v in accuracy.items()})
+        checkpoint = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "model.pt"
+        save_model(student, checkpoint)
+        quality["ppl"] = math.exp(quality["loss"])
+        return quality, checkpoint
 
     def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:
         """Prefill and decode latency on ``device``: from the store when already measured, else on the device."""
@@ -82,7 +164,7 @@ class MobileLLMFlashFamily(Family):
         arch, workload = self.candidate(params)
         rows: dict[str, dict[str, Any]] = {}
         if self.options.use_cache:
-            rows = self._cached(arch, workload, device, PHASES)
+            rows = self._cached(context.db_url or get_settings().db_url, arch, workload, device, PHASES)
         artifacts: list[dict[str, Any]] = []
         missing = [phase for phase in PHASES if phase not in rows]
         if missing:
@@ -107,14 +189,16 @@ class MobileLLMFlashFamily(Family):
         info = {"cached_phases": cached, "shapes": {p: phase_shape(workload, p) for p in PHASES}}
         return Evaluation(metrics=metrics, measurements=list(rows.values()), artifacts=artifacts, info=info)
 
-    def _cached(self, arch: ArchConfig, workload: Workload, device: str, phases: tuple[str, ...]) -> dict[str, Any]:
+    def _cached(
+        self, db_url: str, arch: ArchConfig, workload: Workload, device: str, phases: tuple[str, ...]
+    ) -> dict[str, Any]:
         from latency_models import cache
         from latency_models.measure import phase_shape
 
         try:
             found = {
                 phase: cache.lookup(
-                    get_settings().db_url,
+                    db_url,
                     arch.arch_hash(),
                     device,
                     self.options.backend,
@@ -126,3 +210,19 @@ class MobileLLMFlashFamily(Family):
         except UserError:  # no reachable store from this node: measure rather than fail
             return {}
         return {phase: row for phase, row in found.items() if row is not None}
+
+
+@lru_cache(maxsize=2)
+def _backbone(path: str):  # noqa: ANN202 - a Backbone; loaded once per worker process
+    from search.families.mobilellm_flash.backbone import load_backbone
+
+    return load_backbone(Path(path))
+
+
+@lru_cache(maxsize=2)
+def _importance(path: str | None):  # noqa: ANN202 - an Importance
+    from search.families.mobilellm_flash.importance import Importance
+
+    if path is None:
+        raise UserError("Pruned mobilellm-flash candidates need importance_path (the pipeline writes it).")
+    return Importance.from_dict(json.loads(Path(path).read_text()))

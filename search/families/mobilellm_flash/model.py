@@ -9,6 +9,8 @@ Shapes: B batch, T tokens, H query heads, G KV heads, D head_dim, C model dim.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
 
 KV = tuple[Tensor, Tensor]
+QKVTransform = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
 class RMSNorm(nn.Module):
@@ -53,6 +56,8 @@ class Attention(nn.Module):
     ``scaled_dot_product_attention`` so that the exported graph is one XNNPACK partition and the
     masks fold to constants. The R = H / G query heads sharing a KV head are stacked as extra
     query rows, so K/V are never copied per head.
+
+    Hook ``qkv_transform``: (q, k, v) -> (q, k, v) after RoPE in every path, its k/v also cached (None: no-op).
     """
 
     def __init__(self, dim: int, head_dim: int, layer: LayerConfig, window: int) -> None:
@@ -63,6 +68,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, layer.n_kv_heads * head_dim, bias=False)
         self.v_proj = nn.Linear(dim, layer.n_kv_heads * head_dim, bias=False)
         self.o_proj = nn.Linear(layer.n_heads * head_dim, dim, bias=False)
+        self.qkv_transform: QKVTransform | None = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past: KV | None) -> tuple[Tensor, KV]:
         """Attend over ``x`` (and the cached keys/values ``past`` when decoding); returns the new K/V."""
@@ -71,6 +77,8 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.qkv_transform is not None:
+            q, k, v = self.qkv_transform(q, k, v)
         if past is not None:
             # Decoding: the cache holds exactly the keys this token may see (a local layer's
             # cache is kept to window - 1 entries), so no mask is needed.

@@ -173,3 +173,72 @@ def candidate_from_params(params: dict[str, Any], options: SpaceOptions | None =
     except (TypeError, ValueError) as exc:
         raise InvalidCandidate(f"a parameter has the wrong type ({exc})") from exc
     return arch, workload
+
+
+def pruned_space(backbone: ArchConfig, workload: Workload) -> SearchSpace:
+    """Sub-architectures of ``backbone`` (MobileLLM-Flash's candidates): fewer layers, a narrower residual
+    stream, fewer KV groups and query heads per group, narrower FFNs, and per-layer attention modes.
+
+    Widths are fractions of the backbone's so every candidate can inherit its weights by slicing;
+    the head size is the backbone's. Windows longer than the workload's context are left out.
+    """
+    layers = len(backbone.layers)
+    max_kv = min(layer.n_kv_heads for layer in backbone.layers)
+    max_ratio = min(layer.n_heads // layer.n_kv_heads for layer in backbone.layers)
+    max_ffn = min(layer.ffn_dim for layer in backbone.layers)
+    ffn_step = max(8, max_ffn // 8 // 8 * 8)
+    dims = sorted({max(8, round(backbone.dim * f / 8) * 8) for f in (0.5, 0.625, 0.75, 0.875, 1.0)})
+    windows = [w for w in (16, 32, 64, 128) if w < workload.context] or [2]
+    return SearchSpace(
+        params={
+            "n_layers": IntParam(low=max(1, layers // 2), high=layers),
+            "dim": CategoricalParam(choices=[d for d in dims if d <= backbone.dim]),
+            "n_kv_heads": IntParam(low=1, high=max_kv),
+            "heads_per_kv": IntParam(low=1, high=max_ratio),
+            "ffn_dim": PerLayerParam(
+                length_from="n_layers",
+                item=IntParam(low=max(ffn_step, max_ffn // 4 // ffn_step * ffn_step), high=max_ffn, step=ffn_step),
+            ),
+            "attention": PerLayerParam(
+                length_from="n_layers", item=CategoricalParam(choices=["full", "local", "skip"])
+            ),
+            "window": CategoricalParam(choices=windows),
+        }
+    )
+
+
+def pruned_candidate(params: dict[str, Any], backbone: ArchConfig) -> ArchConfig:
+    """The sub-architecture of ``backbone`` a flat candidate of ``pruned_space`` describes; ``InvalidCandidate``
+    says why when it cannot be one (``pruning.check_subarchitecture`` checks the weights fit)."""
+    try:
+        n_layers = int(params["n_layers"])
+        ffn, attention = list(params["ffn_dim"]), list(params["attention"])
+        n_kv = int(params["n_kv_heads"])
+        heads = n_kv * int(params["heads_per_kv"])
+        if n_layers > len(backbone.layers):
+            raise InvalidCandidate(f"{n_layers} layers is more than the backbone's {len(backbone.layers)}")
+        if len(ffn) != n_layers or len(attention) != n_layers:
+            raise InvalidCandidate(f"ffn_dim and attention need one value per layer ({n_layers})")
+        if all(mode == "skip" for mode in attention):
+            raise InvalidCandidate("every layer skips attention, so no token could see another")
+        layers = [
+            LayerConfig(attention=mode, n_heads=heads, n_kv_heads=n_kv, ffn_dim=int(width))
+            for mode, width in zip(attention, ffn, strict=True)
+        ]
+        return ArchConfig.model_validate(
+            {
+                **backbone.model_dump(),
+                "dim": int(params["dim"]),
+                "layers": [layer.model_dump() for layer in layers],
+                "window": int(params["window"]),
+                "block_repeat": 1,
+            }
+        )
+    except InvalidCandidate:
+        raise
+    except KeyError as exc:
+        raise InvalidCandidate(f"parameter {exc.args[0]!r} is missing") from exc
+    except ValidationError as exc:
+        raise InvalidCandidate(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidCandidate(f"a parameter has the wrong type ({exc})") from exc

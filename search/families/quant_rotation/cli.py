@@ -38,6 +38,7 @@ def search(
     if not isinstance(family, QuantRotationFamily):
         raise UserError(f"The spec searches family {loaded.family!r}; `hilnas quant search` needs 'quant-rotation'.")
     family.check_space(loaded.space)
+    family.load_workload()
     if trials is not None:
         loaded = loaded.model_copy(update={"budget": loaded.budget.model_copy(update={"trials": trials})})
     driver = SearchDriver.start(loaded, db_url)
@@ -62,25 +63,31 @@ def search(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="checkpoint written by hilnas (MobileLLM config + weights)")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Hugging Face Llama-style checkpoint folder, hilnas backbone folder, or hilnas file saved with its "
+            "tokenizer (default: the hilnas backbone, trained and cached on first use)",
+        ),
+    ] = None,
     rotation: Annotated[str, typer.Option(help="none, random_orthogonal, random_hadamard or learned")] = "none",
     bits: Annotated[str, typer.Option(help="bit setting such as W4A4KV4, W4A8KV8 or W4A16")] = "W4A4KV4",
     seed: Annotated[int, typer.Option(help="seed of the random (or starting) rotation")] = 0,
     gptq: Annotated[bool, typer.Option("--gptq/--rtn", help="GPTQ or round-to-nearest weights")] = False,
     a_clip: Annotated[float, typer.Option(help="activation clipping ratio")] = 1.0,
     kv_clip: Annotated[float, typer.Option(help="KV-cache clipping ratio")] = 1.0,
-    seq_len: Annotated[int, typer.Option(help="tokens per evaluation window")] = 128,
+    seq_len: Annotated[int, typer.Option(help="predicted tokens per window")] = 128,
     calibration: Annotated[int, typer.Option(help="calibration windows (learned rotations, GPTQ)")] = 32,
     heldout: Annotated[int, typer.Option(help="held-out windows scored")] = 32,
     cayley_steps: Annotated[int, typer.Option(help="Cayley SGD steps for a learned rotation")] = 50,
 ) -> None:
     """Held-out perplexity of MODEL in full precision and quantized with one recipe."""
-    from search.families.quant_rotation.checkpoint import load_model
-    from search.families.quant_rotation.data import calibration_sequences, heldout_sequences
     from search.families.quant_rotation.pipeline import Recipe
     from search.families.quant_rotation.pipeline import evaluate as evaluate_recipe
     from search.families.quant_rotation.qmodel import perplexity
     from search.families.quant_rotation.quantizers import QuantSpec
+    from search.families.quant_rotation.target import load_target
 
     recipe = Recipe(
         spec=QuantSpec.parse(bits, a_clip=a_clip, kv_clip=kv_clip),
@@ -89,11 +96,9 @@ def evaluate(
         gptq=gptq,
         cayley_steps=cayley_steps,
     )
-    network = load_model(model)
-    if network.config.vocab_size < 256:
-        raise UserError(f"The model's vocabulary ({network.config.vocab_size}) is smaller than the 256 byte tokens.")
-    held = heldout_sequences(heldout, seq_len + 1)
-    calib = calibration_sequences(calibration, seq_len + 1) if rotation == "learned" or gptq else None
+    target = load_target(model)
+    network = target.model
+    held, calib = target.windows(seq_len, heldout, calibration)
     fp_ppl = perplexity(network, held)
     outcome = evaluate_recipe(network, recipe, held, calib)
     table = Table("setting", "rotation", "weights", "held-out ppl", "size MB", "Cayley s")
@@ -106,5 +111,6 @@ def evaluate(
         f"{outcome.size_mb:.3f}",
         f"{outcome.cayley_s:.1f}" if rotation == "learned" else "",
     )
+    console.print(f"Model: {target.description}")
     console.print(table)
     console.print("(fake quantization in PyTorch: quality only, no integer kernels)")

@@ -1,40 +1,49 @@
-"""Byte-level token sequences from the standard-library corpus (``evaluators.corpus``).
+"""Calibration and held-out windows cut from token streams in the model's own vocabulary.
 
-Calibration windows are drawn at seeded random offsets from the train split; held-out windows
-are consecutive, non-overlapping windows of the validation split, so every run scores the same text.
+Calibration windows start at seeded random offsets of the train stream. Held-out windows are the
+backbone's own choice (``backbone.heldout_windows``: no token predicted twice, spread over the whole
+validation stream), so every run scores the same text, and the same text the backbone's held-out
+loss is measured on. A window of ``seq_len`` predictions holds ``seq_len + 1`` tokens.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from evaluators.corpus import Corpus, build_stdlib_corpus
 from hilnas.errors import UserError
-
-BYTE_VOCAB = 256
-
-
-def calibration_sequences(count: int, length: int, seed: int = 0, corpus: Corpus | None = None) -> Tensor:
-    """``count`` windows of ``length`` tokens from the train split, (count, length) int64."""
-    data = (corpus or build_stdlib_corpus()).as_bytes("train")
-    _require(len(data) - length, count, length, "calibration")
-    starts = np.random.default_rng(seed).choice(len(data) - length, size=count, replace=False)
-    return torch.from_numpy(np.stack([data[s : s + length] for s in starts]).astype(np.int64))
+from search.families.mobilellm_flash.backbone import heldout_windows
 
 
-def heldout_sequences(count: int, length: int, corpus: Corpus | None = None) -> Tensor:
-    """The first ``count`` non-overlapping windows of the validation split, (count, length) int64."""
-    data = (corpus or build_stdlib_corpus()).as_bytes("validation")
-    _require(len(data) // length, count, length, "held-out")
-    return torch.from_numpy(data[: count * length].astype(np.int64).reshape(count, length))
+@dataclass(frozen=True)
+class TokenStreams:
+    """The train and validation splits of a corpus, each one token stream (documents separated)."""
+
+    train: np.ndarray
+    validation: np.ndarray
 
 
-def _require(available: int, count: int, length: int, what: str) -> None:
-    if count < 1 or length < 2:
-        raise UserError(f"The {what} set needs at least one sequence of two or more tokens.")
+def calibration_set(stream: np.ndarray, count: int, seq_len: int, seed: int = 0) -> Tensor:
+    """``count`` distinct windows of ``seq_len + 1`` tokens from ``stream``, (count, seq_len + 1) int64."""
+    _require(len(stream) - seq_len, count, seq_len, "calibration")
+    starts = np.random.default_rng(seed).choice(len(stream) - seq_len, size=count, replace=False)
+    return torch.from_numpy(np.stack([stream[s : s + seq_len + 1] for s in starts]).astype(np.int64))
+
+
+def heldout_set(stream: np.ndarray, count: int, seq_len: int) -> Tensor:
+    """``count`` windows of ``stream``, picked as the backbone picks its held-out windows; (count, seq_len + 1)."""
+    _require((len(stream) - 1) // seq_len, count, seq_len, "held-out")
+    return heldout_windows(stream, seq_len, count * seq_len)
+
+
+def _require(available: int, count: int, seq_len: int, what: str) -> None:
+    if count < 1 or seq_len < 1:
+        raise UserError(f"The {what} set needs at least one window of two or more tokens.")
     if available < count:
         raise UserError(
-            f"The corpus holds fewer {what} windows than requested ({max(available, 0)} < {count} of {length} tokens)."
+            f"The corpus holds fewer {what} windows than requested ({max(available, 0)} < {count} of "
+            f"{seq_len + 1} tokens)."
         )

@@ -25,7 +25,9 @@ BIT_PARAMS = ("w_bits", "a_bits", "kv_bits")
 
 
 class QuantRotationOptions(FamilyOptions):
-    model: str | None = Field(None, description="checkpoint to quantize; None: the cached stand-in backbone")
+    model: str | None = Field(
+        None, description="checkpoint folder or hilnas file to quantize; None: the (cached) hilnas backbone"
+    )
     seq_len: int = Field(128, ge=2, le=4096)
     calibration_sequences: int = Field(32, ge=1)
     heldout_sequences: int = Field(32, ge=1)
@@ -105,6 +107,11 @@ class QuantRotationFamily(Family):
     def check_candidate(self, params: dict[str, Any]) -> None:
         self.recipe(params)
 
+    def load_workload(self):  # noqa: ANN201 - (model, calibration, held-out), torch types kept lazy
+        """The model and its windows, loaded once per process; the search command calls it before any trial, so
+        the default backbone is trained once (not in every worker) and a bad model or data size stores nothing."""
+        return _workload(self.options.model_dump_json())
+
     def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
         import torch
 
@@ -112,7 +119,7 @@ class QuantRotationFamily(Family):
 
         torch.set_num_threads(1)
         recipe = self.recipe(params)
-        model, calibration, heldout = _workload(self.options.model_dump_json())
+        model, calibration, heldout = self.load_workload()
         outcome = evaluate(model, recipe, heldout, calibration)
         return Evaluation(
             metrics={"ppl": outcome.ppl, "size_mb": outcome.size_mb, "cayley_s": outcome.cayley_s},
@@ -122,19 +129,13 @@ class QuantRotationFamily(Family):
 
 @lru_cache(maxsize=2)
 def _workload(options_json: str):  # noqa: ANN202 - (model, calibration, held-out), torch types kept lazy
-    """Model and data, loaded once per worker process."""
-    from search.families.quant_rotation.checkpoint import load_model
-    from search.families.quant_rotation.data import calibration_sequences, heldout_sequences
-    from search.families.quant_rotation.standin import standin_backbone
-    from search.families.quant_rotation.transform import require_llama_style
+    """Model and data, loaded once per process."""
+    from search.families.quant_rotation.target import load_target
 
     options = QuantRotationOptions.model_validate_json(options_json)
-    model = require_llama_style(load_model(options.model) if options.model else standin_backbone())
-    calibration = calibration_sequences(options.calibration_sequences, options.seq_len + 1)
-    heldout = heldout_sequences(options.heldout_sequences, options.seq_len + 1)
-    if model.config.vocab_size < 256:
-        raise UserError(f"The model's vocabulary ({model.config.vocab_size}) is smaller than the 256 byte tokens.")
-    return model, calibration, heldout
+    target = load_target(options.model)
+    heldout, calibration = target.windows(options.seq_len, options.heldout_sequences, options.calibration_sequences)
+    return target.model, calibration, heldout
 
 
 def seed_spread(trials: pd.DataFrame) -> pd.DataFrame:

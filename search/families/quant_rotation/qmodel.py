@@ -1,12 +1,13 @@
 """The quantized forward: a folded MobileLLM whose linears fake-quantize and whose attention rotates.
 
-``QuantizedModel`` copies a folded model and, without changing ``model.py``, (1) swaps every block
-linear for a ``QuantLinear`` (optional online rotation of its input, per-token activation
-quantization, per-channel weight quantization) and (2) wraps each attention's ``_attend`` and
-``_chunked_local`` so that queries and keys are rotated by R3 after RoPE and keys/values are
-fake-quantized like a KV cache. Embedding and output head stay in floating point (as in QuaRot and
-SpinQuant). Parameter names are those of the MobileLLM, so ``transform.rotated_weights`` can be
-swapped in with ``torch.func.functional_call`` (how the Cayley optimiser backpropagates into R1/R2).
+``QuantizedModel`` copies a folded model, (1) swaps every block linear for a ``QuantLinear``
+(optional online rotation of its input, per-token activation quantization, per-channel weight
+quantization) and (2) sets each attention's public ``qkv_transform`` hook to a ``QKVQuantizer``,
+which rotates queries and keys by R3 after RoPE and fake-quantizes keys and values like a KV cache
+(in every attention path, decode included, so the cache holds the quantized keys and values).
+Embedding and output head stay in floating point (as in QuaRot and SpinQuant). Parameter names are
+those of the MobileLLM, so ``transform.rotated_weights`` can be swapped in with
+``torch.func.functional_call`` (how the Cayley optimiser backpropagates into R1/R2).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search.families.mobilellm_flash.model import Attention, MobileLLM
+from search.families.mobilellm_flash.model import MobileLLM
 from search.families.quant_rotation.quantizers import QuantSpec, quantize_asymmetric, quantize_kv, quantize_weight
 from search.families.quant_rotation.transform import Rotations, check_rotations
 
@@ -56,21 +57,23 @@ class QuantLinear(nn.Module):
         return F.linear(x, weight)
 
 
-def _wrap_attention(attention: Attention, spec: QuantSpec, r3: Tensor | None) -> None:
-    """Insert "rotate Q/K by R3, fake-quantize K/V" between RoPE and the attention product."""
-    if r3 is not None:
-        attention.register_buffer("r3", r3.to(attention.q_proj.weight.dtype))
-    original_attend, original_local = attention._attend, attention._chunked_local
+class QKVQuantizer(nn.Module):
+    """The attention hook: q, k -> q R3, k R3 (R3 orthogonal, so q k^T is unchanged), then K and V fake-quantized."""
 
-    def prepare(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if r3 is not None:
-            q, k = q @ attention.r3, k @ attention.r3
-        k = quantize_kv(k, spec.kv_bits, spec.kv_group, spec.kv_clip)
-        v = quantize_kv(v, spec.kv_bits, spec.kv_group, spec.kv_clip)
-        return q, k, v
+    def __init__(self, spec: QuantSpec, r3: Tensor | None, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("r3", r3.to(dtype) if r3 is not None else None)
 
-    attention._attend = lambda q, k, v, bias: original_attend(*prepare(q, k, v), bias)
-    attention._chunked_local = lambda q, k, v: original_local(*prepare(q, k, v))
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.r3 is not None:
+            q, k = q @ self.r3, k @ self.r3
+        spec = self.spec
+        return (
+            q,
+            quantize_kv(k, spec.kv_bits, spec.kv_group, spec.kv_clip),
+            quantize_kv(v, spec.kv_bits, spec.kv_group, spec.kv_clip),
+        )
 
 
 class QuantizedModel(nn.Module):
@@ -90,7 +93,7 @@ class QuantizedModel(nn.Module):
                 online = rotations.r4.get(i) if attr == "down_proj" else None
                 setattr(owner, attr, QuantLinear(f"blocks.{i}.{path}", getattr(owner, attr).weight, spec, online))
             if block.has_attention:
-                _wrap_attention(block.attn, spec, rotations.r3)
+                block.attn.qkv_transform = QKVQuantizer(spec, rotations.r3, block.attn.q_proj.weight.dtype)
         self.model.requires_grad_(False)
 
     def quant_linears(self) -> list[QuantLinear]:

@@ -1,0 +1,101 @@
+"""What a MobileLLM-Flash pipeline run is asked to do: a YAML/TOML/JSON file or a built-in name.
+
+Every field has a default that runs on one 2-core machine; the built-in ``flash-demo`` is what
+``make demo`` runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hilnas.errors import UserError
+from latency_models.protocol import ProtocolConfig
+from search.families.mobilellm_flash.backbone import BackboneConfig
+from search.families.mobilellm_flash.space import Workload
+from search.registry import describe_validation_error
+from search.spec import ConstraintSpec, read_mapping
+
+BUILTIN_DIR = Path(__file__).parent / "specs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CalibrationPlan(_Section):
+    budget: int = Field(10, ge=4, description="architectures measured on the device (each: prefill + decode)")
+    initial: int | None = Field(None, ge=2, description="space-filling design size (default: 2/3 of the budget)")
+    pool: int = Field(300, ge=10, description="random candidates the design chooses from")
+    seed: int = 0
+
+
+class SearchPlan(_Section):
+    trials: int = Field(24, ge=1)
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
+    population_size: int = Field(12, ge=2)
+    seed: int = 0
+    batch_size: int = Field(4, ge=1)
+    max_concurrency: int = Field(2, ge=1)
+    distill_tokens: int = Field(32_768, ge=0, description="continued-pretraining tokens per candidate")
+    distill_batch: int = Field(8, ge=1)
+    threads: int = Field(1, ge=1, description="torch threads per candidate")
+    trial_timeout_s: float = Field(1800.0, gt=0)
+
+
+class VerifyPlan(_Section):
+    max_points: int = Field(6, ge=1, description="predicted-front candidates measured per round")
+    max_rounds: int = Field(2, ge=1, description="refit-and-re-verify rounds at most")
+    tolerance: float = Field(
+        1.5, gt=0, description="refit when the mean error exceeds this multiple of the predictor's stated MAPE"
+    )
+    min_error_pct: float = Field(3.0, ge=0, description="errors below this are within measurement noise")
+
+
+class ExportPlan(_Section):
+    max_models: int = Field(3, ge=0)
+    prompt: str = "Return the number of items in the"
+    new_tokens: int = Field(24, ge=1)
+
+
+class FlashPipelineSpec(_Section):
+    """Backbone, device, the shapes latency is judged at, constraints, and each stage's budget."""
+
+    name: str = Field("mobilellm-flash", min_length=1, max_length=200)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    device: str | None = Field(None, description="Ray resource hw:<device> (default: HILNAS_DEVICE)")
+    backend: str = "executorch-xnnpack"
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    workload: Workload = Field(default_factory=lambda: Workload(prefill_len=128, decode_kv_len=256))
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    multiple_choice: str | None = Field(None, description="local JSONL multiple-choice set for zero-shot accuracy")
+    calibration: CalibrationPlan = Field(default_factory=CalibrationPlan)
+    search: SearchPlan = Field(default_factory=SearchPlan)
+    verify: VerifyPlan = Field(default_factory=VerifyPlan)
+    export: ExportPlan = Field(default_factory=ExportPlan)
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_pipeline_spec(target: str | None) -> FlashPipelineSpec:
+    """A spec from a file, a built-in name, or the defaults when ``target`` is None."""
+    if target is None:
+        return FlashPipelineSpec()
+    path = Path(target)
+    if not path.is_file():
+        builtin = BUILTIN_DIR / f"{target}.yaml"
+        if not builtin.is_file():
+            raise UserError(
+                f"There is no pipeline spec file {target!r} and no built-in one of that name "
+                f"(built-in: {', '.join(builtin_names())})."
+            )
+        path = builtin
+    data = read_mapping(path)
+    try:
+        return FlashPipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"The pipeline spec {target} is invalid: {describe_validation_error(exc)}.") from exc

@@ -1,0 +1,122 @@
+"""The pieces of the MobileLLM-Flash pipeline that need no model: the pruned space, staged-run bookkeeping
+(resume skips finished stages, keeps a stage's partial output) and the verify stage's arithmetic."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search.families.mobilellm_flash import verification
+from search.families.mobilellm_flash.pruning import check_subarchitecture
+from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload, pruned_candidate, pruned_space
+from search.family import InvalidCandidate
+from search.spec import ConstraintSpec
+from search.staged import StagedRun
+
+BACKBONE = ArchConfig(
+    vocab_size=512,
+    dim=96,
+    head_dim=16,
+    layers=[LayerConfig(n_heads=6, n_kv_heads=2, ffn_dim=256) for _ in range(6)],
+    max_context=256,
+)
+
+
+def test_every_point_of_the_pruned_space_is_a_subarchitecture_of_the_backbone() -> None:
+    space = pruned_space(BACKBONE, Workload(prefill_len=64, decode_kv_len=128))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    built = 0
+    for _ in range(200):
+        params = space.sample(study.ask())
+        try:
+            arch = pruned_candidate(params, BACKBONE)
+        except InvalidCandidate as exc:
+            assert "skips attention" in str(exc)  # the only invalid draw: every layer skipped
+            continue
+        check_subarchitecture(BACKBONE, arch)
+        assert arch.head_dim == BACKBONE.head_dim and arch.vocab_size == BACKBONE.vocab_size
+        assert len(arch.layers) <= len(BACKBONE.layers) and arch.dim <= BACKBONE.dim
+        built += 1
+    assert built > 150
+
+
+def test_a_candidate_wider_than_the_backbone_is_refused_with_the_reason() -> None:
+    params = {
+        "n_layers": 7,
+        "dim": 96,
+        "n_kv_heads": 1,
+        "heads_per_kv": 1,
+        "ffn_dim": [64] * 7,
+        "attention": ["full"] * 7,
+        "window": 16,
+    }
+    with pytest.raises(InvalidCandidate, match="more than the backbone's 6"):
+        pruned_candidate(params, BACKBONE)
+
+
+def test_a_resumed_run_skips_finished_stages_and_sees_a_failed_stage_partial_output(db_url: str) -> None:
+    calls: list[str] = []
+    run = StagedRun.create(db_url, "test", "t", {"x": 1}, ["first", "second"])
+
+    def first(context):  # noqa: ANN001, ANN202
+        calls.append("first")
+        return {"value": 41}
+
+    def failing_second(context):  # noqa: ANN001, ANN202
+        calls.append("second")
+        context.checkpoint({"search_id": 7})
+        raise RuntimeError("node lost")
+
+    with pytest.raises(RuntimeError, match="node lost"):
+        run.execute({"first": first, "second": failing_second})
+    assert run.status() == "failed"
+    assert [s["status"] for s in run.stages()] == ["done", "failed"]
+
+    seen = {}
+
+    def second(context):  # noqa: ANN001, ANN202
+        calls.append("second")
+        seen.update(previous=context.outputs["first"]["value"], partial=context.output_so_far.get("search_id"))
+        return {"total": context.outputs["first"]["value"] + 1}
+
+    resumed = StagedRun.load(db_url, run.run_id, "test")
+    outputs = resumed.execute({"first": first, "second": second})
+    assert calls == ["first", "second", "second"]
+    assert seen == {"previous": 41, "partial": 7}
+    assert outputs["second"] == {"total": 42}
+    assert resumed.status() == "finished"
+
+
+def _candidate(number: int, loss: float, prefill: float, decode: float, measured: dict | None = None) -> dict:
+    return {"number": number, "loss": loss, "predicted": {"prefill": prefill, "decode": decode}, "measured": measured}
+
+
+def test_the_front_uses_measurements_over_predictions_and_respects_constraints() -> None:
+    a = _candidate(0, 3.0, 10.0, 1.0)
+    b = _candidate(1, 2.5, 20.0, 2.0)
+    c = _candidate(2, 2.6, 15.0, 1.5, measured={"prefill": 30.0, "decode": 3.0})  # dominated once measured
+    d = _candidate(3, 2.0, 40.0, 4.0)
+    candidates = [a, b, c, d]
+    assert [x["number"] for x in verification.front(candidates, [], measured_only=False)] == [3, 1, 0]
+    limit = [ConstraintSpec(metric="decode_ms", max=2.5)]
+    assert [x["number"] for x in verification.front(candidates, limit, measured_only=False)] == [1, 0]
+    assert [x["number"] for x in verification.front(candidates, [], measured_only=True)] == [2]
+    assert verification.front(candidates, limit, measured_only=True) == []
+
+
+def test_spread_keeps_both_ends_of_the_front() -> None:
+    items = [{"number": i} for i in range(10)]
+    picked = [x["number"] for x in verification.spread(items, 4)]
+    assert picked[0] == 0 and picked[-1] == 9 and len(picked) == 4
+
+
+def test_a_refit_is_asked_for_only_when_errors_exceed_the_stated_accuracy() -> None:
+    measured = [
+        _candidate(0, 1.0, 11.0, 1.0, measured={"prefill": 10.0, "decode": 1.0}),  # prefill +10%, decode 0%
+        _candidate(1, 1.0, 9.0, 1.02, measured={"prefill": 10.0, "decode": 1.0}),  # prefill -10%, decode +2%
+    ]
+    errors = verification.errors_pct(measured)
+    assert errors["prefill"] == pytest.approx([10.0, -10.0])
+    reasons = verification.needs_refit(errors, {"prefill": 4.0, "decode": 4.0}, tolerance=1.5, min_error_pct=3.0)
+    assert set(reasons) == {"prefill"} and "10.0%" in reasons["prefill"]
+    assert verification.needs_refit(errors, {"prefill": 8.0, "decode": 1.0}, tolerance=1.5, min_error_pct=3.0) == {}
