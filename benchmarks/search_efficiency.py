@@ -43,6 +43,7 @@ def _spec(quick: bool, backend: str, trials: int):  # noqa: ANN202 - a FlashPipe
             "name": "search-efficiency",
             "backbone": backbone,
             "backend": backend,
+            "protocol": {"max_repeats": 3000},  # sub-millisecond decode steps need more repeats (see flash-demo)
             "workload": {"prefill_len": 128, "decode_kv_len": 256},
             "calibration": {"budget": calibration_budget, "pool": 300},
             "search": {

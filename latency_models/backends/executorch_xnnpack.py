@@ -7,6 +7,7 @@ is executed by ExecuTorch's own runtime (``executorch.runtime``), not by PyTorch
 from __future__ import annotations
 
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -74,17 +75,12 @@ class ExecuTorchXnnpackBackend(Backend):
         """
         partitioner, compile_config, lower, constant_prop, _, runtime = self._modules
         try:
-            exported = {}
-            for name, (graph, inputs) in methods.items():
-                program = torch.export.export(graph.eval(), inputs, strict=False)
-                # Masks and rotary tables built from arange fold to constants instead of running per call.
-                exported[name] = constant_prop(program)
-            program = lower(
-                exported,
-                partitioner=[partitioner()],
-                constant_methods=constants,
-                compile_config=compile_config(_check_ir_validity=False),
-            ).to_executorch()
+            with warnings.catch_warnings():
+                # torch.export and ExecuTorch warn about their own internal deprecations on every export;
+                # one per graph would bury a search's progress.
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                program = self._lower(methods, constants)
         except Exception as exc:  # any exporter/lowering error is reported with its operator
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportFailure(label, failing_operator(exc), f"{type(exc).__name__}: {detail}") from exc
@@ -92,6 +88,20 @@ class ExecuTorchXnnpackBackend(Backend):
         if missing:
             raise ExportFailure(label, missing[0], f"the ExecuTorch runtime has no kernel for {', '.join(missing)}")
         return program
+
+    def _lower(self, methods: dict[str, tuple[nn.Module, tuple[Tensor, ...]]], constants: dict | None):  # noqa: ANN202
+        partitioner, compile_config, lower, constant_prop, _, _ = self._modules
+        exported = {}
+        for name, (graph, inputs) in methods.items():
+            program = torch.export.export(graph.eval(), inputs, strict=False)
+            # Masks and rotary tables built from arange fold to constants instead of running per call.
+            exported[name] = constant_prop(program)
+        return lower(
+            exported,
+            partitioner=[partitioner()],
+            constant_methods=constants,
+            compile_config=compile_config(_check_ir_validity=False),
+        ).to_executorch()
 
     def prepare(self, graph: nn.Module, inputs: tuple[Tensor, ...], phase: str, workdir: Path) -> PreparedGraph:
         runtime = self._modules[5]

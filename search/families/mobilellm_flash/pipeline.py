@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.measurer import DeviceMeasurer
+from search.executor import describe_exception
 from search.families.mobilellm_flash import verification
 from search.families.mobilellm_flash.pipeline_spec import FlashPipelineSpec
 from search.families.mobilellm_flash.space import ArchConfig, pruned_candidate, pruned_space
@@ -204,14 +205,20 @@ class FlashPipeline:
         plan, constraints = self.spec.verify, self.spec.constraints
         rounds: list[dict[str, Any]] = []
         for round_index in range(plan.max_rounds):
-            chosen = [c for c in verification.front(candidates, constraints, False) if not c.get("measured")]
+            measurable = [c for c in candidates if not c.get("failed")]
+            chosen = [c for c in verification.front(measurable, constraints, False) if not c.get("measured")]
             chosen = verification.spread(chosen, plan.max_points)
             with _bar(self.console) as bar:
                 task = bar.add_task(f"verify round {round_index + 1}: measuring", total=len(chosen))
                 for candidate in chosen:
-                    rows, _from_cache = measurer(candidate["params"])
-                    link_verification(self.db_url, rows, candidate, search_id)
-                    candidate["measured"] = {phase: row["median_ms"] for phase, row in rows.items()}
+                    try:
+                        rows, _from_cache = measurer(candidate["params"])
+                    except Exception as exc:  # an unstable device or a failed export: verify the others
+                        reason = candidate["failed"] = describe_exception(exc).splitlines()[0]
+                        self.console.print(f"[yellow]trial {candidate['number']} not verified: {reason}[/]")
+                    else:
+                        link_verification(self.db_url, rows, candidate, search_id)
+                        candidate["measured"] = {phase: row["median_ms"] for phase, row in rows.items()}
                     bar.advance(task)
             errors = verification.errors_pct(chosen)
             stated = {p: stated_accuracy(self.db_url, self.device, self.spec.backend, p)["mape"] for p in errors}
@@ -250,6 +257,7 @@ class FlashPipeline:
             "rounds": rounds,
             "measured": [_public(c) for c in candidates if c.get("measured")],
             "front": [_public(c) for c in verified],
+            "not_verified": {c["number"]: c["failed"] for c in candidates if c.get("failed")},
         }
 
     def _export(self, context: StageContext) -> dict[str, Any]:
