@@ -155,9 +155,10 @@ class SearchDriver:
                 f"trials, continue it with `hilnas search resume {self.search_id}` once the database is back."
             ) from exc
         except KeyboardInterrupt as exc:
-            # A polite cancel: force-killing workers right before the process exits has crashed
-            # Ray 2.60's core worker (a failed internal check on a late task reply), exit code 1.
-            self._cancel_all(force=False)
+            # No cancel: cancelling right before the process exits has crashed Ray 2.60's core worker
+            # (a failed internal check when the cancelled task's reply still arrives), exit code 1. Ray
+            # stops the tasks of a driver that has gone; resume re-runs the trials left unfinished.
+            self._in_flight.clear()
             self.mirror.flush()
             self.recorder.set_status("interrupted")
             raise Interrupted(
@@ -264,12 +265,12 @@ class SearchDriver:
             entry.started = time.monotonic()
             self._in_flight[entry.number] = entry
 
-    def _cancel_all(self, force: bool = True) -> None:
-        """Cancel in-flight work; ``force`` kills the workers (not used on Ctrl-C, see ``run``)."""
+    def _cancel_all(self) -> None:
+        """Cancel in-flight work, killing the workers (not on Ctrl-C, see ``run``)."""
         for entry in self._in_flight.values():
             for ref in entry.refs:
                 try:
-                    ray.cancel(ref, force=force)
+                    ray.cancel(ref, force=True)
                 except (TypeError, ValueError):  # actor calls cannot be force-cancelled
                     ray.cancel(ref)
         self._in_flight.clear()
