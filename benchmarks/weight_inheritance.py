@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.families.mobilellm_flash.backbone import BackboneConfig, load_or_train_backbone
+from search.families.mobilellm_flash.backbone import BackboneConfig, load_or_train_backbone, random_windows
 from search.families.mobilellm_flash.distill import distill, heldout_loss
 from search.families.mobilellm_flash.importance import compute_importance
 from search.families.mobilellm_flash.model import MobileLLM
@@ -69,9 +69,7 @@ def main() -> None:
 
     backbone = load_or_train_backbone(BackboneConfig())
     teacher = backbone.model
-    rng = np.random.default_rng(args.seed)
-    starts = rng.integers(0, len(backbone.train_tokens) - 128, size=32)
-    calibration = torch.from_numpy(np.stack([backbone.train_tokens[s : s + 128] for s in starts]).astype(np.int64))
+    calibration = random_windows(backbone.train_tokens, 32, 128, np.random.default_rng(args.seed))
     importance = compute_importance(teacher, calibration)
     teacher_loss = heldout_loss(teacher, backbone.val_tokens)
     console.print(

@@ -40,7 +40,7 @@ def row_of(measurement: Measurement) -> dict[str, Any]:
     return {name: getattr(measurement, name) for name in ROW_FIELDS}
 
 
-def _key_clause(arch_hash: str, device: str, backend: str, phase: str, shape: dict[str, Any]) -> tuple:
+def key_clause(arch_hash: str, device: str, backend: str, phase: str, shape: dict[str, Any]) -> tuple:
     return (
         Measurement.arch_hash == arch_hash,
         Measurement.device == device,
@@ -56,7 +56,7 @@ def lookup(
     """The stable cached row for this key, or None when it must be measured."""
     with session_scope(db_url) as session:
         found = session.scalar(
-            select(Measurement).where(*_key_clause(arch_hash, device, backend, phase, shape), Measurement.stable)
+            select(Measurement).where(*key_clause(arch_hash, device, backend, phase, shape), Measurement.stable)
         )
         return row_of(found) if found is not None else None
 
@@ -66,7 +66,7 @@ def save(db_url: str, rows: list[dict[str, Any]]) -> int:
     written = 0
     with session_scope(db_url) as session:
         for row in rows:
-            key = _key_clause(row["arch_hash"], row["device"], row["backend"], row["phase"], row["shape"])
+            key = key_clause(row["arch_hash"], row["device"], row["backend"], row["phase"], row["shape"])
             existing = session.scalar(select(Measurement).where(*key))
             if existing is not None and existing.stable:
                 continue

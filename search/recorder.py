@@ -139,6 +139,15 @@ class SearchRecorder:
 
         self._write(add)
 
+    def add_artifact(self, number: int, data: dict[str, Any]) -> None:
+        """A file produced for a finished trial after the search (e.g. an exported program), with its hash."""
+
+        def add(session: Session) -> None:
+            trial_id = session.scalar(select(Trial.id).where(Trial.search_id == self.search_id, Trial.number == number))
+            session.add(self._artifact_row(trial_id, data))
+
+        self._write(add)
+
     def note_failed_attempt(self, number: int, attempts: int, error: str) -> None:
         self._write(
             lambda session: session.execute(

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from db.models import PipelineRun, PipelineStage
 from db.session import retry_transient, session_scope
-from hilnas.errors import UserError
+from hilnas.errors import Interrupted, UserError
 
 StageFn = Callable[["StageContext"], dict[str, Any]]
 
@@ -106,7 +106,7 @@ class StagedRun:
             try:
                 output = functions[name](context)
             except BaseException as exc:
-                interrupted = isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Interrupted"
+                interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
                 self._mark(name, "interrupted" if interrupted else "failed", error=str(exc) or type(exc).__name__)
                 self._set_run_status("interrupted" if interrupted else "failed", str(exc) or type(exc).__name__)
                 raise

@@ -26,28 +26,14 @@ if rotation_searches.empty:
 
 search_id = ui.pick_search(rotation_searches, "Rotation search", key="quant.search")
 trials = data.trials_with_params(url, search_id)
-done = trials[trials["state"] == "complete"].copy()
+# Lazy: the family module imports torch, which only this page needs.
+from search.families.quant_rotation.family import complete_recipes, seed_spread  # noqa: E402
+
+done = complete_recipes(trials)
 if done.empty:
     st.info("This search has no finished trial yet.")
     st.stop()
 
-# Lazy: the family module imports torch, which only this page needs.
-from search.families.quant_rotation.family import BIT_PARAMS, seed_spread  # noqa: E402
-from search.families.quant_rotation.quantizers import FULL_PRECISION_BITS, QuantSpec  # noqa: E402
-
-# A parameter the spec fixed is absent from the trials; the recipe then used its default.
-for column, default in (("param.rotation", "none"), ("param.seed", 0)):
-    if column not in done:
-        done[column] = default
-for name in BIT_PARAMS:
-    if f"param.{name}" not in done:
-        done[f"param.{name}"] = FULL_PRECISION_BITS
-done["rotation"] = done["param.rotation"]
-done["seed"] = done["param.seed"]
-done["setting"] = [
-    QuantSpec(int(w), int(a), int(kv)).label
-    for w, a, kv in zip(done["param.w_bits"], done["param.a_bits"], done["param.kv_bits"], strict=True)
-]
 objectives = [c.removeprefix("value.") for c in done.columns if c.startswith("value.")]
 metric = st.selectbox(
     "Quality measure", objectives, index=objectives.index("ppl") if "ppl" in objectives else 0, key="quant.metric"

@@ -282,6 +282,12 @@ def _check_sizes(config: BackboneConfig, corpus: Corpus, label: str, train: np.n
         )
 
 
+def random_windows(tokens: np.ndarray, count: int, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """``count`` windows of ``length`` tokens at random offsets of ``tokens``, (count, length) int64."""
+    starts = rng.integers(0, len(tokens) - length + 1, size=count)
+    return torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64))
+
+
 def heldout_windows(stream: np.ndarray, seq_len: int, max_tokens: int) -> torch.Tensor:
     """Windows of seq_len + 1 tokens predicting at most ``max_tokens`` targets, none predicted twice.
 
@@ -337,8 +343,7 @@ def _train(model: MobileLLM, stream: np.ndarray, config: BackboneConfig, progres
     model.train()
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        starts = rng.integers(0, len(stream) - config.seq_len, size=config.batch_size)
-        batch = torch.from_numpy(np.stack([stream[s : s + config.seq_len + 1] for s in starts]).astype(np.int64))
+        batch = random_windows(stream, config.batch_size, config.seq_len + 1, rng)
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from hilnas.errors import UserError
 from search.families.mobilellm_flash.backbone import heldout_loss as mean_heldout_loss
-from search.families.mobilellm_flash.backbone import heldout_windows
+from search.families.mobilellm_flash.backbone import heldout_windows, random_windows
 from search.families.mobilellm_flash.model import MobileLLM
 
 #: Called after every optimiser step with (step, total steps, training loss).
@@ -64,7 +64,7 @@ def distill(
     losses: list[float] = []
     started = time.perf_counter()
     for step in range(steps):
-        batch = _random_windows(train_tokens, batch_size, seq_len + 1, rng)
+        batch = random_windows(train_tokens, batch_size, seq_len + 1, rng)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with torch.no_grad():
             teacher_logits = teacher(inputs)
@@ -115,8 +115,3 @@ def heldout_loss(model: MobileLLM, val_tokens: np.ndarray, seq_len: int = 128, w
             f"The validation text holds {len(val_tokens)} tokens, too few for {windows} windows of {seq_len} tokens."
         )
     return mean_heldout_loss(model, batch, batch_size=16)
-
-
-def _random_windows(tokens: np.ndarray, count: int, length: int, rng: np.random.Generator) -> Tensor:
-    starts = rng.integers(0, len(tokens) - length + 1, size=count)
-    return torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64))

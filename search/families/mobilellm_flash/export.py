@@ -11,6 +11,7 @@ PyTorch, which is how an export is checked: both must produce the same tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -61,19 +62,43 @@ def _cache_lengths(model: MobileLLM, context: int) -> list[int]:
     return [context if n is None else n for n in model.cache_lengths(context)]
 
 
+Runner = Callable[[list[Tensor]], Sequence[Tensor]]
+
+
+def _kv_pairs(outputs: Sequence[Tensor]) -> list[KV]:
+    """(keys, values) per layer from a graph's flat outputs: logits, every layer's keys, every layer's values."""
+    half = (len(outputs) - 1) // 2
+    return list(zip(outputs[1 : 1 + half], outputs[1 + half :], strict=True))
+
+
+def _greedy(
+    prefill: Runner, decode: Runner, lengths: list[int], prompt: list[int], new_tokens: int, context: int, pad_id: int
+) -> list[int]:
+    """Greedy tokens through the flat prefill/decode signatures that ``PrefillGraph``/``DecodeGraph`` export."""
+    outputs = prefill([_prompt_window(prompt, context, pad_id)])
+    cache = _kv_pairs(outputs)
+    out = [int(outputs[0].argmax(-1))]
+    for step in range(new_tokens - 1):
+        inputs = [torch.tensor([[out[-1]]]), torch.tensor([context + step])]
+        outputs = decode([*inputs, *(k for k, _ in cache), *(v for _, v in cache)])
+        cache = _roll(cache, _kv_pairs(outputs), lengths)
+        out.append(int(outputs[0].argmax(-1)))
+    return out
+
+
 @torch.no_grad()
 def generate_eager(model: MobileLLM, prompt: list[int], new_tokens: int, context: int, pad_id: int) -> list[int]:
     """Greedy tokens from PyTorch under the exported program's rolling-cache policy (the reference)."""
-    model = model.eval()
-    logits, cache = model.prefill(_prompt_window(prompt, context, pad_id))
-    lengths = _cache_lengths(model, context)
-    out = [int(logits.argmax(-1))]
-    for step in range(new_tokens - 1):
-        token = torch.tensor([[out[-1]]])
-        logits, new_kv = model.decode(token, torch.tensor([context + step]), cache)
-        cache = _roll(cache, new_kv, lengths)
-        out.append(int(logits.argmax(-1)))
-    return out
+    prefill, decode = PrefillGraph(model.eval()), DecodeGraph(model)
+    return _greedy(
+        lambda inputs: prefill(*inputs),
+        lambda inputs: decode(*inputs),
+        _cache_lengths(model, context),
+        prompt,
+        new_tokens,
+        context,
+        pad_id,
+    )
 
 
 def generate_with_program(path: Path, model: MobileLLM, prompt: list[int], new_tokens: int) -> list[int]:
@@ -84,15 +109,5 @@ def generate_with_program(path: Path, model: MobileLLM, prompt: list[int], new_t
     context = int(program.load_method("context_len").execute([])[0])
     pad_id = int(program.load_method("pad_id").execute([])[0])
     prefill, decode = program.load_method("prefill"), program.load_method("decode")
-    outputs = prefill.execute([_prompt_window(prompt, context, pad_id)])
-    half = (len(outputs) - 1) // 2
-    cache = list(zip(outputs[1 : 1 + half], outputs[1 + half :], strict=True))
     lengths = _cache_lengths(model, context)
-    out = [int(outputs[0].argmax(-1))]
-    for step in range(new_tokens - 1):
-        inputs = [torch.tensor([[out[-1]]]), torch.tensor([context + step])]
-        outputs = decode.execute([*inputs, *(k for k, _ in cache), *(v for _, v in cache)])
-        new_kv = list(zip(outputs[1 : 1 + half], outputs[1 + half :], strict=True))
-        cache = _roll(cache, new_kv, lengths)
-        out.append(int(outputs[0].argmax(-1)))
-    return out
+    return _greedy(prefill.execute, decode.execute, lengths, prompt, new_tokens, context, pad_id)

@@ -12,7 +12,6 @@ predictor (``latency: predicted``, MobileLLM-Flash's search stage, which needs n
 from __future__ import annotations
 
 import json
-import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -127,12 +126,9 @@ class MobileLLMFlashFamily(Family):
 
     def _quality(self, arch: ArchConfig, context: TrialContext) -> tuple[dict[str, float], Path]:
         """Prune the backbone to ``arch``, distill, score; the distilled weights are kept for export."""
-        import torch
-
         from evaluators.lm_quality import candidate_quality
         from search.families.quant_rotation.checkpoint import save_model
 
-        torch.set_num_threads(self.options.threads)
         backbone = _backbone(self.options.backbone_path)
         quality, student = candidate_quality(
             backbone.model,
@@ -142,6 +138,7 @@ class MobileLLMFlashFamily(Family):
             backbone.val_tokens,
             budget_tokens=self.options.distill_tokens,
             seed=context.seed,
+            threads=self.options.threads,
             batch_size=self.options.distill_batch,
             seq_len=backbone.info["config"]["seq_len"],
             eval_windows=backbone.info["heldout"]["windows"],
@@ -153,7 +150,6 @@ class MobileLLMFlashFamily(Family):
             quality.update({f"mc_{k}": v for k, v in accuracy.items()})
         checkpoint = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "model.pt"
         save_model(student, checkpoint)
-        quality["ppl"] = math.exp(quality["loss"])
         return quality, checkpoint
 
     def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:

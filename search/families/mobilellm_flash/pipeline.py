@@ -264,6 +264,7 @@ class FlashPipeline:
         from search.families.mobilellm_flash.backbone import load_backbone
         from search.families.mobilellm_flash.export import export_program, generate_eager, generate_with_program
         from search.families.quant_rotation.checkpoint import load_model
+        from search.recorder import SearchRecorder
 
         backbone = load_backbone(context.outputs["backbone"]["path"])
         tokenizer = backbone.tokenizer
@@ -272,6 +273,7 @@ class FlashPipeline:
         front = context.outputs["verify"]["front"][: plan.max_models]
         prompt = tokenizer.encode(plan.prompt)
         context_len = self.spec.workload.prefill_len
+        recorder = SearchRecorder(self.db_url, search_id)
         exported = []
         with _bar(self.console) as bar:
             task = bar.add_task("export: .pte programs", total=len(front))
@@ -292,7 +294,7 @@ class FlashPipeline:
                     "methods": ["prefill", "decode"],
                     "tokenizer": str(Path(backbone.path) / "tokenizer.json"),
                 }
-                record_artifact(self.db_url, search_id, candidate["number"], "pte", path, meta)
+                recorder.add_artifact(candidate["number"], {"kind": "pte", "path": str(path), "meta": meta})
                 exported.append({"number": candidate["number"], "path": str(path), **meta})
                 bar.advance(task)
         for item in exported:
@@ -519,56 +521,26 @@ def link_verification(db_url: str, rows: dict[str, dict], candidate: dict[str, A
 
     from db.models import Measurement
     from db.session import session_scope
-    from search.recorder import shape_key
+    from latency_models.cache import key_clause
 
     with session_scope(db_url) as session:
         for phase, row in rows.items():
-            measurement = session.scalar(
-                select(Measurement).where(
-                    Measurement.arch_hash == row["arch_hash"],
-                    Measurement.device == row["device"],
-                    Measurement.backend == row["backend"],
-                    Measurement.phase == phase,
-                    Measurement.shape_key == shape_key(row["shape"]),
-                    Measurement.stable,
-                )
-            )
+            key = key_clause(row["arch_hash"], row["device"], row["backend"], phase, row["shape"])
+            measurement = session.scalar(select(Measurement).where(*key, Measurement.stable))
             if measurement is None:
                 continue
             measurement.extra = {**(measurement.extra or {}), "predicted_ms": float(candidate["predicted"][phase])}
             measurement.search_id, measurement.trial_id = search_id, candidate["trial_id"]
 
 
-def record_artifact(db_url: str, search_id: int, number: int, kind: str, path: Path, meta: dict[str, Any]) -> None:
-    from sqlalchemy import select
-
-    from db.models import Artifact, Trial
-    from db.session import session_scope
-    from search.recorder import file_sha256
-
-    with session_scope(db_url) as session:
-        trial = session.scalar(select(Trial).where(Trial.search_id == search_id, Trial.number == number))
-        session.add(
-            Artifact(
-                search_id=search_id,
-                trial_id=trial.id if trial else None,
-                kind=kind,
-                path=str(path),
-                sha256=file_sha256(path),
-                size_bytes=path.stat().st_size,
-                meta=meta,
-            )
-        )
-
-
 def _calibration_windows(tokens, max_context: int, spec: FlashPipelineSpec) -> torch.Tensor:  # noqa: ANN001
     """Seeded windows of the train split whose activations rank the backbone's blocks, heads and channels."""
     import numpy as np
 
+    from search.families.mobilellm_flash.backbone import random_windows
+
     length = min(spec.backbone.seq_len, max_context)
-    rng = np.random.default_rng(spec.calibration.seed)
-    starts = rng.integers(0, len(tokens) - length, size=IMPORTANCE_WINDOWS)
-    return torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64))
+    return random_windows(tokens, IMPORTANCE_WINDOWS, length, np.random.default_rng(spec.calibration.seed))
 
 
 def _public(candidate: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from hilnas.errors import UserError
-from search.families.quant_rotation.quantizers import QuantSpec
+from search.families.quant_rotation.quantizers import FULL_PRECISION_BITS, QuantSpec
 from search.families.quant_rotation.rotation import ROTATION_KINDS
 from search.family import Evaluation, Family, FamilyOptions, InvalidCandidate, ObjectiveDefault, TrialContext
 from search.space import CategoricalParam, FloatParam, IntParam, PerLayerParam, SearchSpace
@@ -138,25 +138,37 @@ def _workload(options_json: str):  # noqa: ANN202 - (model, calibration, held-ou
     return target.model, calibration, heldout
 
 
-def seed_spread(trials: pd.DataFrame) -> pd.DataFrame:
-    """Held-out perplexity over seeds (count, min/median/max) for each recipe that differs only in its seed."""
-    columns = ["rotation", "setting", "recipe", "seeds", "min", "median", "max"]
+def complete_recipes(trials: pd.DataFrame) -> pd.DataFrame:
+    """The complete trials with ``rotation``, ``seed`` and ``setting`` (e.g. W4A4KV4) columns filled in.
+
+    A spec whose space fixes a parameter leaves it out of the trials; the recipe then used its default.
+    """
     done = trials[trials["state"] == "complete"].copy()
-    if done.empty:
-        return pd.DataFrame(columns=columns)
-    for column, default in (("param.rotation", "none"), *((f"param.{b}", 16) for b in BIT_PARAMS)):
+    bits = ((f"param.{b}", FULL_PRECISION_BITS) for b in BIT_PARAMS)
+    defaults = (("param.rotation", "none"), ("param.seed", 0), *bits)
+    for column, default in defaults:
         if column not in done:
-            done[column] = default  # a spec whose space fixes this parameter leaves it at the recipe default
+            done[column] = default
+    done["rotation"], done["seed"] = done["param.rotation"], done["param.seed"]
     done["setting"] = [
         QuantSpec(int(w), int(a), int(kv)).label
         for w, a, kv in zip(done["param.w_bits"], done["param.a_bits"], done["param.kv_bits"], strict=True)
     ]
+    return done
+
+
+def seed_spread(trials: pd.DataFrame) -> pd.DataFrame:
+    """Held-out perplexity over seeds (count, min/median/max) for each recipe that differs only in its seed."""
+    columns = ["rotation", "setting", "recipe", "seeds", "min", "median", "max"]
+    done = complete_recipes(trials)
+    if done.empty:
+        return pd.DataFrame(columns=columns)
     shown = {"param.rotation", "param.seed", *(f"param.{b}" for b in BIT_PARAMS)}
     others = sorted(c for c in done.columns if c.startswith("param.") and c not in shown)
     done["recipe"] = [
         " ".join(f"{c.removeprefix('param.')}={row[c]}" for c in others if pd.notna(row[c]))
         for _, row in done.iterrows()
     ]
-    grouped = done.groupby(["param.rotation", "setting", "recipe"])["value.ppl"]
+    grouped = done.groupby(["rotation", "setting", "recipe"])["value.ppl"]
     table = grouped.agg(seeds="count", min="min", median="median", max="max").reset_index()
-    return table.rename(columns={"param.rotation": "rotation"})[columns]
+    return table[columns]
