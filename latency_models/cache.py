@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 
 from db.models import Measurement
+from db.models.core import measurement_shape_key
 from db.session import session_scope
-from search.recorder import shape_key
 
 ROW_FIELDS = (
     "arch_hash",
@@ -46,7 +46,7 @@ def key_clause(arch_hash: str, device: str, backend: str, phase: str, shape: dic
         Measurement.device == device,
         Measurement.backend == backend,
         Measurement.phase == phase,
-        Measurement.shape_key == shape_key(shape),
+        Measurement.shape_key == measurement_shape_key(shape),
     )
 
 
@@ -73,7 +73,7 @@ def save(db_url: str, rows: list[dict[str, Any]]) -> int:
             if existing is not None:
                 session.delete(existing)
                 session.flush()
-            session.add(Measurement(shape_key=shape_key(row["shape"]), **{k: row[k] for k in ROW_FIELDS}))
+            session.add(Measurement(shape_key=measurement_shape_key(row["shape"]), **{k: row[k] for k in ROW_FIELDS}))
             written += 1
     return written
 

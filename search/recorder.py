@@ -10,7 +10,6 @@ lost is re-run on retry).
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Artifact, HypervolumePoint, Measurement, Search, Trial
+from db.models.core import measurement_shape_key
 from db.session import retry_transient, session_scope
+from latency_models.cache import key_clause
 from search.spec import SearchSpec
 
 FINISHED_STATES = ("complete", "failed", "invalid")
@@ -51,10 +52,6 @@ class TrialOutcome:
     sampler_attrs: dict[str, Any] | None = None
     measurements: list[dict[str, Any]] | None = None
     artifacts: list[dict[str, Any]] | None = None
-
-
-def shape_key(shape: dict[str, Any]) -> str:
-    return json.dumps(shape, sort_keys=True, separators=(",", ":"))
 
 
 def file_sha256(path: Path) -> str:
@@ -195,18 +192,10 @@ class SearchRecorder:
                 session.add(self._artifact_row(row.id, artifact))
 
     def _add_measurement(self, session, trial_id: int, data: dict[str, Any]) -> None:  # noqa: ANN001
-        key = shape_key(data["shape"])
-        exists = session.scalar(
-            select(Measurement.id).where(
-                Measurement.arch_hash == data["arch_hash"],
-                Measurement.device == data["device"],
-                Measurement.backend == data["backend"],
-                Measurement.phase == data["phase"],
-                Measurement.shape_key == key,
-            )
-        )
-        if exists is None:
-            session.add(Measurement(search_id=self.search_id, trial_id=trial_id, shape_key=key, **data))
+        key = key_clause(data["arch_hash"], data["device"], data["backend"], data["phase"], data["shape"])
+        if session.scalar(select(Measurement.id).where(*key)) is None:
+            shape_key = measurement_shape_key(data["shape"])
+            session.add(Measurement(search_id=self.search_id, trial_id=trial_id, shape_key=shape_key, **data))
 
     def _artifact_row(self, trial_id: int, data: dict[str, Any]) -> Artifact:
         path = Path(data["path"])

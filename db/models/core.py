@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -63,6 +65,11 @@ class Trial(Base):
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     search: Mapped[Search] = relationship(back_populates="trials")
+
+
+def measurement_shape_key(shape: dict[str, Any]) -> str:
+    """The canonical text of a workload shape: the last part of the measurement cache key."""
+    return json.dumps(shape, sort_keys=True, separators=(",", ":"))
 
 
 class Measurement(Base):
