@@ -65,7 +65,12 @@ def main() -> None:
     n_noise = min(args.noise or (2 if quick else 8), n_held)
     torch.set_num_threads(1)
     # --quick is a smoke run: a looser precision target so that a busy machine still yields numbers.
-    protocol = ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05) if quick else ProtocolConfig()
+    # Sub-millisecond decode steps need thousands of repeats before the median's CI narrows.
+    protocol = (
+        ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05, max_repeats=3000)
+        if quick
+        else ProtocolConfig(max_repeats=3000)
+    )
     options = SpaceOptions(vocab_size=512 if quick else 4096)
     started = time.perf_counter()
 
