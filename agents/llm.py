@@ -13,6 +13,7 @@ that would echo it is redacted before it leaves this module.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -50,15 +51,27 @@ class LLMCall:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for: its id, the tool's name and the arguments as the JSON text it wrote
+    (parsed and validated by the caller, which can then say exactly what was wrong with it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class LLMReply:
-    """The text the model returned (None on failure) and the call's accounting."""
+    """The text the model returned (None on failure, or when it only called tools), the tool calls it made, and
+    the call's accounting."""
 
     text: str | None
     call: LLMCall
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.text is not None
+        return self.call.error is None and (self.text is not None or bool(self.tool_calls))
 
 
 @dataclass
@@ -156,8 +169,8 @@ class LLMGateway:
     def __repr__(self) -> str:  # the key must not show up in logs or tracebacks
         return f"LLMGateway(model={self.model!r}, base_url={self.base_url!r})"
 
-    def cache_key(self, messages: list[dict[str, str]]) -> str:
-        """Hash of everything that determines the answer: model, endpoint, the full prompt, sampling."""
+    def cache_key(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """Hash of everything that determines the answer: model, endpoint, the full prompt, tools, sampling."""
         payload = {
             "model": self.model,
             "base_url": self.base_url,
@@ -165,14 +178,18 @@ class LLMGateway:
             "temperature": 0,
             "max_tokens": self.max_tokens,
         }
+        if tools:
+            payload["tools"] = tools
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def complete(self, messages: list[dict[str, str]]) -> LLMReply:
-        """One chat completion at temperature 0; failures come back as a reply with ``error`` set."""
-        key = self.cache_key(messages)
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> LLMReply:
+        """One chat completion at temperature 0, offering ``tools`` (OpenAI function-tool schemas) when given;
+        failures come back as a reply with ``error`` set."""
+        key = self.cache_key(messages, tools)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             call = LLMCall(self.model, hit["prompt_tokens"], hit["completion_tokens"], 0.0, 0.0, 0, cached=True)
-            return self._record(LLMReply(hit["text"], call))
+            calls = tuple(ToolCall(**c) for c in hit.get("tool_calls", []))
+            return self._record(LLMReply(hit["text"], call, calls))
 
         import litellm
 
@@ -191,6 +208,9 @@ class LLMGateway:
                     api_base=self.base_url,
                     api_key=self._api_key_for_request(),
                     max_retries=0,  # retries are ours, so that every attempt is counted and backed off
+                    # litellm routes any call with tools through its MCP gateway first, which imports the optional
+                    # ``mcp`` package; hilnas's tools are plain functions the caller runs itself.
+                    **({"tools": tools, "_skip_mcp_handler": True} if tools else {}),
                 )
             except retryable as exc:
                 error = self._describe(exc)
@@ -208,6 +228,7 @@ class LLMGateway:
                         "text": reply.text,
                         "prompt_tokens": reply.call.prompt_tokens,
                         "completion_tokens": reply.call.completion_tokens,
+                        "tool_calls": [dataclasses.asdict(c) for c in reply.tool_calls],
                     },
                 )
             return self._record(reply)
@@ -225,10 +246,16 @@ class LLMGateway:
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         try:
-            text = response.choices[0].message.content
+            message = response.choices[0].message
         except (AttributeError, IndexError):
-            text = None
-        error = None if isinstance(text, str) else "the response carried no message text"
+            message = None
+        text = getattr(message, "content", None)
+        text = text if isinstance(text, str) else None
+        tool_calls = tuple(
+            ToolCall(str(c.id), str(c.function.name), c.function.arguments or "")
+            for c in (getattr(message, "tool_calls", None) or [])
+        )
+        error = None if text is not None or tool_calls else "the response carried no message text"
         call = LLMCall(
             self.model,
             prompt_tokens,
@@ -239,7 +266,7 @@ class LLMGateway:
             cached=False,
             error=error,
         )
-        return LLMReply(text if error is None else None, call)
+        return LLMReply(text if error is None else None, call, tool_calls)
 
     def _cost(self, response: Any) -> float | None:
         import litellm

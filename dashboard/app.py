@@ -23,7 +23,10 @@ PAGES = {
         st.Page("views/quantization.py", title="Quantization", icon=":material/compress:"),
     ],
     "Evaluation": [st.Page("views/judge.py", title="Judge reports", icon=":material/gavel:")],
-    "Run": [st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:")],
+    "Run": [
+        st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
+        st.Page("views/agent_runs.py", title="Agent runs", icon=":material/smart_toy:"),
+    ],
 }
 
 navigation = st.navigation(PAGES)

@@ -8,7 +8,9 @@ cluster and its PostgreSQL) is waited for by ``retry_transient``, so a long sear
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,12 +65,30 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
+def _finite(value: object) -> object:
+    """``value`` with NaN and infinities as None: PostgreSQL's JSON has no token for them (a Kendall tau over
+    one held-out point is NaN), SQLite's would store text no JSON reader accepts, and a figure that could
+    not be computed is what they mean."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_dumps(value: object) -> str:
+    """How every JSON column is written, on every backend."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
 def _create_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise UserError(f"The database URL {url!r} is not a valid SQLAlchemy URL.") from exc
-    kwargs: dict = {"future": True}
+    kwargs: dict = {"future": True, "json_serializer": json_dumps}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:

@@ -9,10 +9,12 @@ import typer
 from rich.console import Console
 
 from agents.cli import app as judge_app
+from agents.orchestrator import cli as agent_cli
 from dashboard.cli import app as dashboard_app
 from hilnas.errors import USER_ERROR_EXIT_CODE, Interrupted, UserError
 from latency_models.cli import app as latency_app
 from search.cli import app as search_app
+from search.families.edgetam.cli import app as edgetam_app
 from search.families.mobilellm_flash.cli import app as flash_app
 from search.families.quant_rotation.cli import app as quant_app
 from search.scaling.cli import app as scaling_app
@@ -29,6 +31,9 @@ app.add_typer(scaling_app, name="scaling")
 app.add_typer(dashboard_app, name="dashboard")
 app.add_typer(quant_app, name="quant")
 app.add_typer(flash_app, name="flash")
+app.add_typer(agent_cli.app, name="agent")
+app.command("run")(agent_cli.run)
+app.add_typer(edgetam_app, name="edgetam")
 db_app = typer.Typer(help="The result store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()

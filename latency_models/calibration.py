@@ -2,7 +2,8 @@
 
 Calibration starts with a space-filling design over a pool of random valid candidates (greedy
 maximin in standardised log-feature space), then repeatedly measures the candidate whose
-latency the Gaussian-process predictor is least sure about, summed over prefill and decode.
+latency the Gaussian-process predictor is least sure about, summed over prefill and decode
+(or over another family's phases, with that family's ``FeatureSet``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from latency_models.predictors import (
     LEARNED,
     LOG_COLUMNS,
     PREDICTORS,
+    FeatureSet,
     GaussianProcessPredictor,
     LatencyPredictor,
     RooflinePredictor,
@@ -61,13 +63,21 @@ def candidate_pool(space: SearchSpace, n: int, seed: int, options: SpaceOptions 
     return list(pool.values())
 
 
-def design_matrix(candidates: list[Candidate]) -> np.ndarray:
-    """Standardised log features of both phases, one row per candidate."""
-    rows = [
-        np.concatenate([np.log1p([phase_features(c.arch, c.workload, p)[k] for k in LOG_COLUMNS]) for p in PHASES])
-        for c in candidates
-    ]
-    matrix = np.asarray(rows)
+def pool_frames(candidates: list[Candidate]) -> dict[str, pd.DataFrame]:
+    """Per phase, the MobileLLM feature frame of every candidate (one row per candidate, in pool order)."""
+    return {p: pd.DataFrame([phase_features(c.arch, c.workload, p) for c in candidates]) for p in PHASES}
+
+
+def design_matrix(
+    candidates: list[Candidate] | None = None,
+    *,
+    frames: dict[str, pd.DataFrame] | None = None,
+    features: FeatureSet | None = None,
+) -> np.ndarray:
+    """Standardised log features of every phase, one row per candidate (from ``frames`` when given)."""
+    frames = frames if frames is not None else pool_frames(candidates or [])
+    log_columns = list(features.log if features is not None else LOG_COLUMNS)
+    matrix = np.concatenate([np.log1p(frame[log_columns].to_numpy(float)) for frame in frames.values()], axis=1)
     spread = matrix.std(axis=0)
     return (matrix - matrix.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
@@ -101,23 +111,30 @@ def calibrate(
     n_initial: int,
     seed: int = 0,
     on_step: Callable[[int, int], None] | None = None,
+    *,
+    frames: dict[str, pd.DataFrame] | None = None,
+    features: FeatureSet | None = None,
+    label: Callable[[Any], str] | None = None,
 ) -> CalibrationResult:
     """Measure up to ``budget`` candidates of ``pool``: a maximin design first, then by uncertainty.
 
     ``measure`` returns one stable row per phase or raises; a candidate that fails is noted and
-    skipped (it still counts against the budget, since the device time was spent).
+    skipped (it still counts against the budget, since the device time was spent). Another family's
+    pool (any objects) comes with its per-phase feature ``frames`` (one row per candidate, in pool
+    order), its ``features`` and a ``label`` naming a candidate in failure notes.
     """
+    frames = frames if frames is not None else pool_frames(pool)
+    label = label or (lambda candidate: candidate.arch.arch_hash()[:12])
     result = CalibrationResult()
     tried: set[int] = set()
-    points = design_matrix(pool)
-    queue = maximin_design(points, min(n_initial, budget), seed)
+    queue = maximin_design(design_matrix(frames=frames, features=features), min(n_initial, budget), seed)
     while len(tried) < min(budget, len(pool)):
-        index = queue.pop(0) if queue else _most_uncertain(pool, tried, result.rows)
+        index = queue.pop(0) if queue else _most_uncertain(frames, tried, result.rows, features)
         tried.add(index)
         try:
             rows = measure(pool[index])
         except Exception as exc:  # an export failure or unstable device: skip this candidate, keep going
-            result.failures.append(f"{pool[index].arch.arch_hash()[:12]}: {type(exc).__name__}: {exc}")
+            result.failures.append(f"{label(pool[index])}: {type(exc).__name__}: {exc}")
         else:
             result.rows.extend(rows.values())
             result.measured.append(index)
@@ -126,33 +143,35 @@ def calibrate(
     return result
 
 
-def _most_uncertain(pool: list[Candidate], tried: set[int], rows: list[dict[str, Any]]) -> int:
+def _most_uncertain(
+    frames: dict[str, pd.DataFrame], tried: set[int], rows: list[dict[str, Any]], features: FeatureSet | None
+) -> int:
     """The untried candidate with the largest predicted relative std, summed over phases."""
-    remaining = [i for i in range(len(pool)) if i not in tried]
+    remaining = [i for i in range(len(next(iter(frames.values())))) if i not in tried]
     total = np.zeros(len(remaining))
-    for phase in PHASES:
+    for phase, frame in frames.items():
         phase_rows = [r for r in rows if r["phase"] == phase]
         if len(phase_rows) < 3:
             return remaining[0]
-        model = GaussianProcessPredictor().fit(*training_data(phase_rows))
-        frame = pd.DataFrame([phase_features(pool[i].arch, pool[i].workload, phase) for i in remaining])
-        total += model.predict(frame, return_std=True)[1]
+        model = GaussianProcessPredictor(features=features).fit(*training_data(phase_rows, features))
+        total += model.predict(frame.iloc[remaining], return_std=True)[1]
     return remaining[int(total.argmax())]
 
 
-def training_data(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features and median latencies of measurement rows (one phase)."""
+def training_data(rows: list[dict[str, Any]], features: FeatureSet | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features (MobileLLM's unless ``features`` is given) and median latencies of measurement rows (one phase)."""
     from latency_models.features import feature_frame
 
-    return feature_frame(rows), np.array([r["median_ms"] for r in rows], float)
+    frame = features.frame(rows) if features is not None else feature_frame(rows)
+    return frame, np.array([r["median_ms"] for r in rows], float)
 
 
-def make_predictor(name: str, peaks: dict[str, float] | None) -> LatencyPredictor:
+def make_predictor(name: str, peaks: dict[str, float] | None, features: FeatureSet | None = None) -> LatencyPredictor:
     if name == RooflinePredictor.name:
         if peaks is None:
             raise ValueError("the roofline predictor needs the device's measured peaks")
-        return RooflinePredictor(**peaks)
-    return PREDICTORS[name]()
+        return RooflinePredictor(**peaks, features=features)
+    return PREDICTORS[name](features=features)
 
 
 @dataclass
@@ -197,6 +216,7 @@ def evaluate_predictors(
     held_out: list[dict[str, Any]] | None = None,
     out_of_range: list[dict[str, Any]] | None = None,
     oor_fraction: float = 0.25,
+    features: FeatureSet | None = None,
 ) -> list[PredictorReport]:
     """Fit every predictor on ``train`` (one phase) and score it on a random and an out-of-range split.
 
@@ -204,26 +224,27 @@ def evaluate_predictors(
     held-out rows the random split is that same cross-validation (every row predicted once, by
     the model fitted on the other folds); without explicit out-of-range rows the largest
     ``oor_fraction`` of ``train`` (by parameter count) is held out and the rest trained on.
-    The roofline is left out when ``peaks`` is None (it has nothing to compute with).
+    The roofline is left out when ``peaks`` is None (it has nothing to compute with). ``features``:
+    another family's (default MobileLLM's).
     """
-    X, y = training_data(train)
+    X, y = training_data(train, features)
     fitted: list[tuple[str, LatencyPredictor, np.ndarray]] = []
     for name in PREDICTORS:
         if name == RooflinePredictor.name and peaks is None:
             continue  # no measured ceilings, no roofline
-        predictor = make_predictor(name, peaks)
+        predictor = make_predictor(name, peaks, features)
         fitted.append((name, clone(predictor).fit(X, y), out_of_fold(predictor, X, y)))
     cv_mape = {name: accuracy(y, predicted)["mape"] for name, _, predicted in fitted if name in LEARNED}
     selected = min(cv_mape, key=cv_mape.__getitem__)
     reports = []
     for name, predictor, cross_validated in fitted:
         if held_out:
-            hx, hy = training_data(held_out)
+            hx, hy = training_data(held_out, features)
             random_split = _scored("random", held_out, hy, predictor.predict(hx))
         else:
             random_split = _scored("random", train, y, cross_validated)
         if out_of_range:
-            ox, oy = training_data(out_of_range)
+            ox, oy = training_data(out_of_range, features)
             range_split = _scored("out_of_range", out_of_range, oy, predictor.predict(ox))
         else:
             fit_idx, test_idx = out_of_range_split(X["params"].to_numpy(), oor_fraction)

@@ -16,6 +16,7 @@ from latency_models import cache, storage
 from latency_models.calibration import PredictorReport, evaluate_predictors
 from latency_models.features import phase_features
 from latency_models.measure import PHASES
+from latency_models.predictors import FeatureSet
 from search.families.mobilellm_flash.space import ArchConfig, Workload
 
 #: Fewer stable rows than this leave cross-validation and the out-of-range split without a test point.
@@ -23,12 +24,19 @@ MIN_ROWS_PER_PHASE = 4
 
 
 def fit_predictors(
-    rows: list[dict[str, Any]], device: str, backend: str, peaks: dict[str, float] | None
+    rows: list[dict[str, Any]],
+    device: str,
+    backend: str,
+    peaks: dict[str, float] | None,
+    *,
+    phases: tuple[str, ...] = PHASES,
+    features: FeatureSet | None = None,
 ) -> dict[str, list[PredictorReport]]:
     """Every predictor fitted and scored per phase on the stable ``rows``; nothing is stored.
 
     Unstable rows are left out (never silently used); every phase is checked before any fitting,
-    so a shortfall in one phase costs no time fitting the other.
+    so a shortfall in one phase costs no time fitting the other. Another family passes its
+    ``phases`` and ``features`` (default: MobileLLM's prefill and decode).
     """
     foreign = {(r["device"], r["backend"]) for r in rows} - {(device, backend)}
     if foreign:
@@ -36,14 +44,14 @@ def fit_predictors(
         raise UserError(
             f"Measurements of {other_device} ({other_backend}) were given to fit predictors for {device} ({backend})."
         )
-    by_phase = {phase: [r for r in rows if r["stable"] and r["phase"] == phase] for phase in PHASES}
+    by_phase = {phase: [r for r in rows if r["stable"] and r["phase"] == phase] for phase in phases}
     for phase, phase_rows in by_phase.items():
         if len(phase_rows) < MIN_ROWS_PER_PHASE:
             raise UserError(
                 f"Only {len(phase_rows)} stable {phase} measurements of {device} ({backend}) are available, "
                 f"{MIN_ROWS_PER_PHASE} are needed; measure more architectures (raise --budget)."
             )
-    return {phase: evaluate_predictors(phase_rows, peaks) for phase, phase_rows in by_phase.items()}
+    return {phase: evaluate_predictors(phase_rows, peaks, features=features) for phase, phase_rows in by_phase.items()}
 
 
 def store_predictors(
@@ -84,6 +92,8 @@ def fit_and_store(
     peaks: dict[str, float] | None,
     noise_floors: dict[str, dict | None] | None = None,
     rows: list[dict[str, Any]] | None = None,
+    phases: tuple[str, ...] = PHASES,
+    features: FeatureSet | None = None,
 ) -> dict[str, list[PredictorReport]]:
     """Fit every predictor per phase on ``rows`` (default: every stable cached row of the device and
     backend), store each with its metrics and held-out predictions, and return the reports.
@@ -91,13 +101,13 @@ def fit_and_store(
     ``peaks`` ({"peak_gflops", "bandwidth_gbs"}) feed the roofline; when None, the device's latest
     stored profile is used, and without one the roofline is left out. ``noise_floors`` per phase are
     stored beside each predictor's metrics. Raises ``UserError`` before storing anything when a
-    phase has fewer than four stable rows.
+    phase has fewer than four stable rows. ``phases`` and ``features``: as ``fit_predictors``.
     """
     if rows is None:
         rows = cache.load(db_url, device, backend)
     if peaks is None:
         peaks = storage.latest_profile(db_url, device)
-    reports = fit_predictors(rows, device, backend, peaks)
+    reports = fit_predictors(rows, device, backend, peaks, phases=phases, features=features)
     store_predictors(db_url, device=device, backend=backend, reports=reports, noise_floors=noise_floors)
     return reports
 
@@ -115,18 +125,24 @@ def predict_ms(
 
     The std is that of log-latency (about the relative error), given by predictors that have one.
     """
-    predictions: dict[str, tuple[float, float | None]] = {}
-    for phase in PHASES:
-        predictor = storage.load_selected(db_url, device, backend, phase)
-        if predictor is None:
-            raise _no_predictor(device, backend, phase)
-        features = pd.DataFrame([phase_features(arch, workload, phase)])
-        if predictor.has_uncertainty:
-            mean, std = predictor.predict(features, return_std=True)
-            predictions[phase] = (float(mean[0]), float(std[0]))
-        else:
-            predictions[phase] = (float(predictor.predict(features)[0]), None)
-    return predictions
+    return {
+        phase: predict_phase_ms(db_url, device, backend, phase, pd.DataFrame([phase_features(arch, workload, phase)]))
+        for phase in PHASES
+    }
+
+
+def predict_phase_ms(
+    db_url: str, device: str, backend: str, phase: str, features: pd.DataFrame
+) -> tuple[float, float | None]:
+    """(predicted milliseconds, relative std or None) of one phase for a one-row feature frame, from the
+    selected stored predictor of that phase (any family's: the predictor knows which columns it reads)."""
+    predictor = storage.load_selected(db_url, device, backend, phase)
+    if predictor is None:
+        raise _no_predictor(device, backend, phase)
+    if predictor.has_uncertainty:
+        mean, std = predictor.predict(features, return_std=True)
+        return float(mean[0]), float(std[0])
+    return float(predictor.predict(features)[0]), None
 
 
 def stated_accuracy(db_url: str, device: str, backend: str, phase: str) -> dict[str, Any]:

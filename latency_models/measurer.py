@@ -1,8 +1,9 @@
-"""Measuring MobileLLM-Flash candidates on a device, cache first, through the device's Ray actor.
+"""Measuring candidates on a device, cache first, through the device's Ray actor.
 
-The standalone ``hilnas latency`` commands use this; they are their own single writer of the
-store. With ``in_process`` the candidate is measured in this process instead (no Ray), which
-is only faithful when this process runs on the device.
+The standalone ``hilnas latency`` commands and the staged pipelines use this; they are their own
+single writer of the store. With ``in_process`` the candidate is measured in this process instead
+(no Ray), which is only faithful when this process runs on the device. MobileLLM-Flash is the
+default family; another family (EdgeTAM) names itself and says under which keys its rows are cached.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:  # imported lazily: the ``hilnas`` CLI imports this module at 
     from latency_models.protocol import ProtocolConfig
 
 FAMILY = "mobilellm-flash"
+#: A candidate's parameters to {phase: (architecture hash, shape)}: the cache keys of the rows it measures to.
+CacheKeys = Callable[[dict[str, Any]], dict[str, tuple[str, dict[str, Any]]]]
 
 
 def _profile_here(backend_name: str, protocol: dict[str, Any], measured_on: str) -> dict[str, Any]:
@@ -64,7 +68,11 @@ class DeviceMeasurer:
         address: str | None = None,
         stage: str = "measure",
         family_options: dict[str, Any] | None = None,
+        family: str = FAMILY,
+        cache_keys: CacheKeys | None = None,
     ) -> None:
+        """``family``'s options get ``backend``, ``protocol`` and ``use_cache`` (off: the cache is read here);
+        ``cache_keys`` is required for a family other than MobileLLM-Flash."""
         from latency_models.backends import get_backend
         from search.registry import create_family
 
@@ -76,7 +84,10 @@ class DeviceMeasurer:
             "protocol": protocol.model_dump(),
             "use_cache": False,
         }
-        self.family = create_family(FAMILY, self.options)
+        if family != FAMILY and cache_keys is None:
+            raise ValueError(f"measuring {family!r} candidates needs their cache keys")
+        self.family_name, self.cache_keys = family, cache_keys or self._flash_keys
+        self.family = create_family(family, self.options)
         self.backend = get_backend(backend)  # fails early, with the package to install, if it is missing
         self.actor = None
         if not in_process:
@@ -91,15 +102,11 @@ class DeviceMeasurer:
         """Rows per phase and whether they all came from the cache; fresh rows are saved
         (unless ``use_cache`` is off: a re-measurement for the noise floor is not stored)."""
         from latency_models import cache
-        from latency_models.measure import PHASES, phase_shape
 
-        arch, workload = self.family.candidate(params)
         if use_cache:
             cached = {
-                phase: cache.lookup(
-                    self.db_url, arch.arch_hash(), self.device, self.backend.name, phase, phase_shape(workload, phase)
-                )
-                for phase in PHASES
+                phase: cache.lookup(self.db_url, arch_hash, self.device, self.backend.name, phase, shape)
+                for phase, (arch_hash, shape) in self.cache_keys(params).items()
             }
             if all(row is not None for row in cached.values()):
                 return cached, True
@@ -108,6 +115,12 @@ class DeviceMeasurer:
         if use_cache:
             cache.save(self.db_url, list(rows.values()))
         return rows, False
+
+    def _flash_keys(self, params: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+        from latency_models.measure import PHASES, phase_shape
+
+        arch, workload = self.family.candidate(params)
+        return {phase: (arch.arch_hash(), phase_shape(workload, phase)) for phase in PHASES}
 
     def profile(self) -> dict[str, Any]:
         """The device's peaks and fingerprint, measured in its actor (or here when in-process)."""
@@ -123,4 +136,4 @@ class DeviceMeasurer:
             return self.family.measure(params, self.device, context)
         import ray
 
-        return ray.get(self.actor.measure.remote(FAMILY, json.dumps(self.options), params, context))
+        return ray.get(self.actor.measure.remote(self.family_name, json.dumps(self.options), params, context))

@@ -20,7 +20,9 @@ All fits minimise relative error (latencies span orders of magnitude).
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -65,8 +67,32 @@ LOG_COLUMNS = [
 ]
 
 
-def _log_features(X: pd.DataFrame) -> np.ndarray:
-    return np.log1p(X[LOG_COLUMNS].to_numpy(float))
+@dataclass(frozen=True)
+class FeatureSet:
+    """What a family's architectures look like to the predictors: how measurement rows become a feature
+    frame, and which of its columns each predictor reads.
+
+    MobileLLM's (``features.py``) is the default everywhere; another family (EdgeTAM) passes its own
+    to calibration and fitting, and the fitted predictors keep it, so predicting needs nothing else.
+    ``frame`` must give a ``flops`` column (the FLOPs-linear model), a ``params`` column (the
+    out-of-range split) and ``<kind>_flops`` / ``<kind>_bytes`` for every roofline ``kind``.
+    """
+
+    frame: Callable[[list[dict[str, Any]]], pd.DataFrame]
+    additive: tuple[str, ...]
+    log: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+
+def _columns(features: FeatureSet | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(additive, log, roofline kinds) of ``features``, MobileLLM's when None."""
+    if features is None:
+        return tuple(ADDITIVE_COLUMNS), tuple(LOG_COLUMNS), KINDS
+    return features.additive, features.log, features.kinds
+
+
+def _log_features(X: pd.DataFrame, features: FeatureSet | None) -> np.ndarray:
+    return np.log1p(X[list(_columns(features)[1])].to_numpy(float))
 
 
 class LatencyPredictor(BaseEstimator, RegressorMixin):
@@ -77,6 +103,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
 
     name: ClassVar[str]
     has_uncertainty: ClassVar[bool] = False
+    #: The columns read (None: MobileLLM's); a class default so that predictors pickled before it existed load.
+    features: FeatureSet | None = None
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> LatencyPredictor:
         raise NotImplementedError
@@ -88,9 +116,12 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
 class RooflinePredictor(LatencyPredictor):
     name = "roofline"
 
-    def __init__(self, peak_gflops: float = 10.0, bandwidth_gbs: float = 10.0) -> None:
+    def __init__(
+        self, peak_gflops: float = 10.0, bandwidth_gbs: float = 10.0, features: FeatureSet | None = None
+    ) -> None:
         self.peak_gflops = peak_gflops
         self.bandwidth_gbs = bandwidth_gbs
+        self.features = features
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> RooflinePredictor:
         """Nothing to learn: the bound comes from the device's measured peaks."""
@@ -99,13 +130,16 @@ class RooflinePredictor(LatencyPredictor):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         seconds = sum(
             np.maximum(X[f"{kind}_flops"] / (self.peak_gflops * 1e9), X[f"{kind}_bytes"] / (self.bandwidth_gbs * 1e9))
-            for kind in KINDS
+            for kind in _columns(self.features)[2]
         )
         return np.asarray(seconds, float) * 1000.0
 
 
 class FlopsLinearPredictor(LatencyPredictor):
     name = "flops-linear"
+
+    def __init__(self, features: FeatureSet | None = None) -> None:
+        self.features = features
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> FlopsLinearPredictor:
         y = np.asarray(y, float)
@@ -119,20 +153,25 @@ class FlopsLinearPredictor(LatencyPredictor):
 class LayerwisePredictor(LatencyPredictor):
     name = "layerwise"
 
+    def __init__(self, features: FeatureSet | None = None) -> None:
+        self.features = features
+
+    def _additive(self, X: pd.DataFrame) -> pd.DataFrame:
+        return X[list(_columns(self.features)[0])]
+
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> LayerwisePredictor:
         y = np.asarray(y, float)
-        self.scale_ = X[ADDITIVE_COLUMNS].abs().max().replace(0, 1.0)
-        self.model_ = LinearRegression(positive=True).fit(
-            X[ADDITIVE_COLUMNS] / self.scale_, y, sample_weight=1.0 / y**2
-        )
+        self.scale_ = self._additive(X).abs().max().replace(0, 1.0)
+        self.model_ = LinearRegression(positive=True).fit(self._additive(X) / self.scale_, y, sample_weight=1.0 / y**2)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return np.maximum(self.model_.predict(X[ADDITIVE_COLUMNS] / self.scale_), 1e-6)
+        return np.maximum(self.model_.predict(self._additive(X) / self.scale_), 1e-6)
 
     def block_costs(self) -> dict[str, float]:
         """Milliseconds per unit of each additive term (per FLOP, per byte, per layer of a mode)."""
-        return {col: float(c / s) for col, c, s in zip(ADDITIVE_COLUMNS, self.model_.coef_, self.scale_, strict=True)}
+        columns = _columns(self.features)[0]
+        return {col: float(c / s) for col, c, s in zip(columns, self.model_.coef_, self.scale_, strict=True)}
 
 
 class _CorrectedLayerwise(LatencyPredictor):
@@ -145,15 +184,15 @@ class _CorrectedLayerwise(LatencyPredictor):
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> _CorrectedLayerwise:
         y = np.asarray(y, float)
-        self.base_ = LayerwisePredictor().fit(X, y)
+        self.base_ = LayerwisePredictor(self.features).fit(X, y)
         residual = np.log(y) - np.log(self.base_.predict(X))
         with warnings.catch_warnings():  # hyper-parameters at their bounds are expected on tiny samples
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.corrector_ = self._corrector().fit(_log_features(X), residual)
+            self.corrector_ = self._corrector().fit(_log_features(X, self.features), residual)
         return self
 
     def predict(self, X: pd.DataFrame, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        mean, std = self._correction(_log_features(X))
+        mean, std = self._correction(_log_features(X, self.features))
         prediction = self.base_.predict(X) * np.exp(mean)
         return (prediction, std) if return_std else prediction
 
@@ -164,11 +203,19 @@ class _CorrectedLayerwise(LatencyPredictor):
 class BoostedTreesPredictor(_CorrectedLayerwise):
     name = "boosted-trees"
 
-    def __init__(self, n_bags: int = 8, max_depth: int = 3, n_estimators: int = 150, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        n_bags: int = 8,
+        max_depth: int = 3,
+        n_estimators: int = 150,
+        random_state: int = 0,
+        features: FeatureSet | None = None,
+    ) -> None:
         self.n_bags = n_bags
         self.max_depth = max_depth
         self.n_estimators = n_estimators
         self.random_state = random_state
+        self.features = features
 
     def _corrector(self) -> BaseEstimator:
         trees = GradientBoostingRegressor(max_depth=self.max_depth, n_estimators=self.n_estimators, learning_rate=0.05)
@@ -182,13 +229,13 @@ class BoostedTreesPredictor(_CorrectedLayerwise):
 class GaussianProcessPredictor(_CorrectedLayerwise):
     name = "gaussian-process"
 
-    def __init__(self, random_state: int = 0) -> None:
+    def __init__(self, random_state: int = 0, features: FeatureSet | None = None) -> None:
         self.random_state = random_state
+        self.features = features
 
     def _corrector(self) -> BaseEstimator:
-        kernel = ConstantKernel(0.01, (1e-5, 1.0)) * RBF(np.ones(len(LOG_COLUMNS)), (1e-2, 1e3)) + WhiteKernel(
-            1e-3, (1e-6, 1e-1)
-        )
+        n_log = len(_columns(self.features)[1])
+        kernel = ConstantKernel(0.01, (1e-5, 1.0)) * RBF(np.ones(n_log), (1e-2, 1e3)) + WhiteKernel(1e-3, (1e-6, 1e-1))
         process = GaussianProcessRegressor(kernel, random_state=self.random_state)
         return make_pipeline(StandardScaler(), process)
 

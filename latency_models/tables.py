@@ -41,6 +41,11 @@ def _percent(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}%"
 
 
+def _tau(value: float | None) -> str:
+    """Kendall's tau; None (stored for a split of one point, where it is undefined) reads n/a."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def add_metrics_row(
     table: Table,
     phase: str,
@@ -62,9 +67,9 @@ def add_metrics_row(
         _percent(rnd.get("p90_ape")),  # absent on predictors stored before it was recorded
         f"{rnd['within_5']:.0%}",
         f"{rnd['within_10']:.0%}",
-        f"{rnd['kendall_tau']:.3f}",
+        _tau(rnd["kendall_tau"]),
         _percent(out["mape"]),
         f"{out['within_10']:.0%}",
-        f"{out['kendall_tau']:.3f}",
+        _tau(out["kendall_tau"]),
         _percent(floor["mape"]) if floor else "n/a",
     )

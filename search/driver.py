@@ -58,6 +58,9 @@ class _InFlight:
     attempt: int
     started: float = 0.0
     refs: list[ray.ObjectRef] = field(default_factory=list)
+    #: With ``budget.measure_alone``: "training" until its quality is ready, "waiting" for the device, "measuring".
+    device_stage: str | None = None
+    context: TrialContext | None = None
 
 
 @dataclass
@@ -248,6 +251,9 @@ class SearchDriver:
     # ----------------------------------------------------------------- dispatching
 
     def _dispatch(self, actor: ray.actor.ActorHandle | None) -> None:
+        alone = actor is not None and self.spec.budget.measure_alone
+        if alone and self._device_turn(actor):
+            return
         evaluate_quality = executor.evaluate_quality.options(num_cpus=self.spec.budget.cpus_per_trial)
         while self._device_probe is None and self._pending and len(self._in_flight) < self.spec.budget.max_concurrency:
             entry = self._pending.pop(0)
@@ -260,10 +266,27 @@ class SearchDriver:
                 db_url=self.db_url,
             )
             entry.refs = [evaluate_quality.remote(self.family.name, self.options_json, entry.params, context)]
-            if actor is not None:
+            entry.context = context
+            if alone:
+                entry.device_stage = "training"
+            elif actor is not None:
                 entry.refs.append(actor.measure.remote(self.family.name, self.options_json, entry.params, context))
             entry.started = time.monotonic()
             self._in_flight[entry.number] = entry
+
+    def _device_turn(self, actor: ray.actor.ActorHandle) -> bool:
+        """With ``measure_alone``: once the batch in flight has trained, measure its trials one at a time.
+        True while the batch trains or the device works: no new training starts then."""
+        unmeasured = [e for e in self._in_flight.values() if e.device_stage in ("training", "waiting")]
+        if not unmeasured:
+            return False
+        busy = any(e.device_stage in ("training", "measuring") for e in self._in_flight.values())
+        if busy or self._device_probe is not None:  # training, measuring, or the device is being re-created
+            return True
+        entry = unmeasured[0]
+        entry.refs.append(actor.measure.remote(self.family.name, self.options_json, entry.params, entry.context))
+        entry.device_stage = "measuring"
+        return True
 
     def _cancel_all(self) -> None:
         """Cancel in-flight work, killing the workers (not on Ctrl-C, see ``run``)."""
@@ -281,12 +304,18 @@ class SearchDriver:
         """Wait for at least one trial to finish (or time out), then conclude every finished one."""
         refs = [ref for entry in self._in_flight.values() for ref in entry.refs]
         refs += [self._device_probe] if self._device_probe is not None else []
-        ray.wait(refs, num_returns=1, timeout=self._wait_timeout())
+        # The ready quality of a candidate waiting for the device (measure_alone) would end every wait at once.
+        trained = {e.refs[0] for e in self._in_flight.values() if e.device_stage in ("waiting", "measuring")}
+        awaited = [ref for ref in refs if ref not in trained]
+        if awaited:
+            ray.wait(awaited, num_returns=1, timeout=self._wait_timeout())
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)
         concluded: list[tuple[_InFlight, TrialOutcome]] = []
         for entry in list(self._in_flight.values()):
-            if all(ref in ready_set for ref in entry.refs):
+            if entry.device_stage == "training" and entry.refs[0] in ready_set:
+                entry.device_stage = "waiting"
+            if all(ref in ready_set for ref in entry.refs) and entry.device_stage not in ("training", "waiting"):
                 del self._in_flight[entry.number]
                 outcome = self._settle(entry)
             elif self._timed_out(entry):

@@ -66,6 +66,11 @@ class BudgetSpec(BaseModel):
     trial_timeout_s: float | None = Field(600.0, gt=0)
     max_retries: int = Field(2, ge=0, description="re-runs of a trial that raised or whose worker died")
     cpus_per_trial: float = Field(1.0, gt=0)
+    measure_alone: bool = Field(
+        False,
+        description="the device is this machine: measure only while no candidate trains (train a batch, then "
+        "measure its trials one by one), so the numbers measure the candidate, not its neighbours",
+    )
 
 
 class SearchSpec(BaseModel):
@@ -127,6 +132,19 @@ def parse_spec(data: Any, origin: str = "spec") -> SearchSpec:
 
 def builtin_spec_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def find_named_file(target: str, builtin_dir: Path, what: str) -> Path:
+    """``target`` when it is a file, else the built-in ``<builtin_dir>/<target>.yaml``; otherwise a ``UserError``
+    that lists the built-in names (``what`` names the kind of file, e.g. "pipeline spec")."""
+    path = Path(target)
+    if path.is_file():
+        return path
+    builtin = builtin_dir / f"{target}.yaml"
+    if not builtin.is_file():
+        names = ", ".join(sorted(p.stem for p in builtin_dir.glob("*.yaml")))
+        raise UserError(f"There is no {what} file {target!r} and no built-in one of that name (built-in: {names}).")
+    return builtin
 
 
 def read_mapping(path: Path) -> dict[str, Any]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from db.models import PipelineRun, PipelineStage
+from db.models import Base, PipelineRun, PipelineStage
 from db.session import retry_transient, session_scope
 from hilnas.errors import Interrupted, UserError
 
@@ -100,22 +100,55 @@ class StagedRun:
                 continue
             if on_stage:
                 on_stage(name, "started")
-            self._mark(name, "running")
-            started = time.perf_counter()
-            context = StageContext(self, name, dict(outputs), dict(stage["output"]))
-            try:
-                output = functions[name](context)
-            except BaseException as exc:
-                interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
-                self._mark(name, "interrupted" if interrupted else "failed", error=str(exc) or type(exc).__name__)
-                self._set_run_status("interrupted" if interrupted else "failed", str(exc) or type(exc).__name__)
-                raise
-            self._mark(name, "done", output=output, duration_s=time.perf_counter() - started)
-            outputs[name] = output
+            outputs[name] = self.run_stage(name, functions[name], outputs, stage["output"])
             if on_stage:
                 on_stage(name, "done")
         self._set_run_status("finished")
         return outputs
+
+    def run_stage(
+        self, name: str, function: StageFn, outputs: dict[str, dict[str, Any]], partial: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run one stage: mark it running, store its output when it returns, or its error (and the run's) when it
+        raises. ``partial`` is what an earlier, unfinished attempt checkpointed."""
+        self._mark(name, "running")
+        started = time.perf_counter()
+        context = StageContext(self, name, dict(outputs), dict(partial or {}))
+        try:
+            output = function(context)
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
+            self._mark(name, "interrupted" if interrupted else "failed", error=str(exc) or type(exc).__name__)
+            self._set_run_status("interrupted" if interrupted else "failed", str(exc) or type(exc).__name__)
+            raise
+        self._mark(name, "done", output=output, duration_s=time.perf_counter() - started)
+        return output
+
+    def append_stage(self, name: str, with_rows: Sequence[Base] = ()) -> None:
+        """Add a pending stage after the last one (runs whose plan grows as it goes, such as the agent's), and
+        ``with_rows`` in the same transaction (e.g. the decision that planned the stage)."""
+
+        def write() -> None:
+            with session_scope(self.db_url) as session:
+                last = session.scalar(
+                    select(PipelineStage.position)
+                    .where(PipelineStage.run_id == self.run_id)
+                    .order_by(PipelineStage.position.desc())
+                    .limit(1)
+                )
+                position = 0 if last is None else last + 1
+                session.add(PipelineStage(run_id=self.run_id, name=name, position=position, status="pending"))
+                session.add_all(list(with_rows))
+
+        retry_transient(write, self.db_url)
+
+    def skip_stage(self, name: str, reason: str) -> None:
+        """Mark a planned stage as not to be run (a growing plan whose budget ran out before it), with the reason."""
+        self._mark(name, "skipped", error=reason)
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        """Set the run's status (``execute`` sets it for fixed plans; a growing plan sets it itself)."""
+        self._set_run_status(status, error)
 
     def save_partial(self, name: str, output: dict[str, Any]) -> None:
         def write() -> None:

@@ -1,6 +1,6 @@
 """A tiny OpenAI-compatible chat-completions server on 127.0.0.1 for plumbing tests of the LLM path.
 
-It answers from a script the test writes (status codes, delays, message texts), records every request
+It answers from a script the test writes (status codes, delays, message texts, tool calls), records every request
 it receives, and says nothing about judging quality: the replies are whatever the test scripted.
 """
 
@@ -19,13 +19,29 @@ from typing import Any
 
 @dataclass
 class Scripted:
-    """One scripted answer: an HTTP status, an optional delay and the assistant's text."""
+    """One scripted answer: an HTTP status, an optional delay, the assistant's text and the tool calls it makes
+    (``(name, arguments)`` pairs; arguments as the JSON text the model wrote, or a dict to be encoded)."""
 
     text: str = ""
     status: int = 200
     delay_s: float = 0.0
     prompt_tokens: int = 100
     completion_tokens: int = 20
+    tool_calls: list[tuple[str, str | dict[str, Any]]] = field(default_factory=list)
+
+    def message(self, request_number: int) -> dict[str, Any]:
+        """The assistant message in OpenAI's format (content is null when the model only calls tools)."""
+        if not self.tool_calls:
+            return {"role": "assistant", "content": self.text}
+        calls = [
+            {
+                "id": f"call_{request_number}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(self.tool_calls)
+        ]
+        return {"role": "assistant", "content": self.text or None, "tool_calls": calls}
 
 
 @dataclass
@@ -64,8 +80,8 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": answer.text},
-                            "finish_reason": "stop",
+                            "message": answer.message(len(state.requests)),
+                            "finish_reason": "tool_calls" if answer.tool_calls else "stop",
                         }
                     ],
                     "usage": {

@@ -108,3 +108,14 @@ def test_cached_dataset_is_generated_once(tmp_path: Path) -> None:
     stamp = (first.root / ".complete").stat().st_mtime_ns
     second = cached_synthetic_davis(tmp_path, SMALL)
     assert second.root == first.root and (second.root / ".complete").stat().st_mtime_ns == stamp
+
+
+def test_a_test_dev_sequence_annotated_only_on_its_first_frame_reads_as_a_prompt(tmp_path: Path) -> None:
+    labels = np.zeros((1, 8, 8), dtype=np.uint8)
+    labels[0, 1:4, 1:4], labels[0, 5:7, 5:7] = 1, 2
+    frames = np.full((4, 8, 8, 3), 90, dtype=np.uint8)
+    write_sequence(tmp_path, VideoSequence("td", frames, labels, [f"{t:05d}" for t in range(4)]))
+    assert sorted(p.name for p in (tmp_path / "Annotations/480p/td").iterdir()) == ["00000.png"]
+    video = DavisDataset(tmp_path).load("td")
+    assert video.frames.shape == (4, 8, 8, 3) and np.array_equal(video.labels, labels)
+    assert video.object_ids == [1, 2] and not video.fully_annotated

@@ -14,6 +14,7 @@ from search.families.edgetam.family import EdgeTAMFamily
 from search.family import InvalidCandidate, TrialContext
 from search.registry import create_family
 from search.spec import parse_spec
+from tests.edgetam_support import tiny_recipe
 
 torch.set_num_threads(1)
 CANDIDATE = {
@@ -29,18 +30,10 @@ CANDIDATE = {
 
 
 def _options(cache: Path) -> dict:
-    return {
-        "synthetic": {"train_videos": 2, "val_videos": 1, "frames": 4, "height": 32, "width": 48},
-        "dim": 32,
-        "memory_dim": 16,
-        "teacher_resolution": 32,
-        "teacher_steps": 3,
-        "distill_steps": 2,
-        "clip_frames": 3,
-        "latency_backend": "torch-eager",  # ExecuTorch export is exercised by benchmarks.edgetam_memory
-        "latency_time_cap_s": 0.5,
-        "latency_ci_half_width": 10.0,  # a shared CI machine: precision is not what these tests check
-        "cache_dir": str(cache),
+    return tiny_recipe(cache) | {
+        "backend": "torch-eager",  # ExecuTorch export is exercised by benchmarks.edgetam_memory
+        # A shared CI machine: precision is not what these tests check.
+        "protocol": {"time_cap_s": 0.5, "ci_half_width": 10.0},
     }
 
 

@@ -19,48 +19,14 @@ from sqlalchemy import select
 
 from db.models import Artifact, Measurement, PipelineRun, Trial
 from db.session import session_scope
-from evaluators.corpus import CorpusConfig, extract_documents, stdlib_files
+from tests.flash_support import tiny_spec, write_corpus
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small local text corpus (docstrings of a few stdlib packages), documents separated by blank lines."""
-    documents, _ = extract_documents(stdlib_files(("json/*.py", "email/*.py", "logging/*.py")), CorpusConfig())
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(documents), encoding="utf-8")
-    return path
-
-
-def tiny_spec(corpus: Path, **overrides: object) -> dict:
-    spec = {
-        "name": "tiny-flash",
-        "backbone": {
-            "dim": 64,
-            "n_layers": 4,
-            "n_heads": 4,
-            "n_kv_heads": 2,
-            "head_dim": 16,
-            "ffn_dim": 128,
-            "vocab_size": 320,
-            "max_context": 128,
-            "seq_len": 64,
-            "batch_size": 8,
-            "train_tokens": 16_384,
-            "eval_tokens": 4096,
-            "corpus": str(corpus),
-        },
-        "backend": "torch-eager",
-        "protocol": {"ci_half_width": 0.5, "time_cap_s": 0.3, "min_repeats": 5},
-        "workload": {"prefill_len": 32, "decode_kv_len": 48},
-        "calibration": {"budget": 5, "pool": 40},
-        "search": {"trials": 6, "batch_size": 3, "max_concurrency": 2, "population_size": 4, "distill_tokens": 1024},
-        "verify": {"max_points": 3, "max_rounds": 2},
-        "export": {"max_models": 1, "new_tokens": 6},
-    }
-    spec.update(overrides)
-    return spec
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
 
 
 def _hilnas(*args: str, env_db: str) -> subprocess.CompletedProcess:

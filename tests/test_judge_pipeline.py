@@ -78,16 +78,24 @@ def _measure(db_url: str | None, search_id: int, predicted_over_measured: float)
 
 
 def _export_pte(path: Path) -> None:
-    """A real ExecuTorch program (y = 2x + 1) exported here, so the check loads and runs a true .pte."""
+    """A real ExecuTorch program exported here, so the check loads and runs a true .pte. Like the LLM pipeline's
+    programs it has named methods and no ``forward``: prefill (y = 2x + 1) and decode (y = x - 1)."""
     import torch
     from executorch.exir import to_edge
 
     class Affine(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2 + 1
+        def __init__(self, scale: float, shift: float) -> None:
+            super().__init__()
+            self.scale, self.shift = scale, shift
 
-    program = to_edge(torch.export.export(Affine(), (torch.ones(2, 3),))).to_executorch()
-    path.write_bytes(program.buffer)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.scale + self.shift
+
+    methods = {
+        "prefill": torch.export.export(Affine(2.0, 1.0), (torch.ones(2, 3),)),
+        "decode": torch.export.export(Affine(1.0, -1.0), (torch.ones(1, 3),)),
+    }
+    path.write_bytes(to_edge(methods).to_executorch().buffer)
 
 
 def test_the_built_in_requirement_set_is_devai_format_with_tool_checks() -> None:

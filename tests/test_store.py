@@ -187,3 +187,11 @@ def test_unreachable_database_exits_2_with_one_line() -> None:
     assert result.stderr.strip().startswith("error: Cannot reach the database")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "pw" not in result.stderr  # the password is redacted
+
+
+def test_figures_that_could_not_be_computed_are_stored_as_null(db_url: str) -> None:
+    """PostgreSQL's JSON has no NaN: a Kendall tau over one point or an infinite ratio is stored as null."""
+    from search.staged import StagedRun
+
+    run = StagedRun.create(db_url, "check", "nan", {"tau": float("nan"), "ratios": [float("inf"), 1.5]}, ["only"])
+    assert run.spec() == {"tau": None, "ratios": [None, 1.5]}

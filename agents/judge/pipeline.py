@@ -213,7 +213,8 @@ class SearchChecks:
 
 
 def _pte_problem(path: Path, sha256: str) -> str | None:
-    """Why an exported program fails (missing, changed, does not load or run), or None when it runs."""
+    """Why an exported program fails (missing, changed, a method that does not load or run on zero inputs),
+    or None when every method runs."""
     if not path.is_file():
         return "does not exist"
     if file_sha256(path) != sha256:
@@ -223,15 +224,16 @@ def _pte_problem(path: Path, sha256: str) -> str | None:
         from executorch.runtime import Runtime
 
         program = Runtime.get().load_program(path)
-        method = program.load_method("forward")
-        if method is None:
-            return "has no forward method"
-        meta = method.metadata
-        inputs = [
-            torch.zeros(tuple(info.sizes()), dtype=_torch_dtype(info.dtype()))
-            for info in (meta.input_tensor_meta(i) for i in range(meta.num_inputs()))
-        ]
-        method.execute(inputs)
+        if not program.method_names:
+            return "has no method"
+        for name in sorted(program.method_names):  # e.g. forward, or an LLM's prefill and decode
+            method = program.load_method(name)
+            meta = method.metadata
+            inputs = [
+                torch.zeros(tuple(info.sizes()), dtype=_torch_dtype(info.dtype()))
+                for info in (meta.input_tensor_meta(i) for i in range(meta.num_inputs()))
+            ]
+            method.execute(inputs)
     except Exception as exc:  # the runtime raises RuntimeError/ValueError subclasses that vary by version
         return f"does not load or run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     return None

@@ -6,9 +6,13 @@
     <root>/Annotations/<resolution>/<sequence>/00000.png ...   palette PNG: 0 background, 1..N objects, 255 void
     <root>/ImageSets/2017/<split>.txt                            one sequence name per line
 
-Every problem with a folder (a missing frame, a mask of the wrong size, an object that appears later
-without being in the first frame) is a ``UserError`` naming the sequence and the frame, so a user pointing
-at a damaged copy of DAVIS learns what to fix instead of getting a wrong score.
+A sequence is annotated on every frame (train, val) or, as in DAVIS test-dev and test-challenge, only on
+its first frame, whose mask is the prompt: such a sequence can be tracked but not scored, and its predicted
+masks are written in the same palette-PNG layout for submission (``write_masks``). Every problem with a
+folder (a missing frame, a missing annotation in a sequence annotated beyond its first frame, a mask of the
+wrong size, an object that appears later without being in the first frame) is a ``UserError`` naming the
+sequence and the frame, so a user pointing at a damaged copy of DAVIS learns what to fix instead of
+getting a wrong score.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ IMAGESET_YEAR = "2017"
 
 @dataclass
 class VideoSequence:
-    """One video: RGB frames ``[T, H, W, 3]`` and label maps ``[T, H, W]`` (uint8, 255 = void)."""
+    """One video: RGB frames ``[T, H, W, 3]`` and label maps (uint8, 255 = void) of its annotated frames:
+    ``[T, H, W]``, or ``[1, H, W]`` when only the first frame is annotated (test-dev)."""
 
     name: str
     frames: np.ndarray
@@ -38,6 +43,11 @@ class VideoSequence:
     @property
     def object_ids(self) -> list[int]:
         return object_ids(self.labels[0])
+
+    @property
+    def fully_annotated(self) -> bool:
+        """Whether every frame has ground truth (so the sequence can be trained on and scored)."""
+        return self.labels.shape[0] == len(self.frame_names)
 
 
 def davis_palette() -> list[int]:
@@ -88,23 +98,28 @@ class DavisDataset:
         return [self.load(sequence) for sequence in self.split(name)]
 
     def load(self, sequence: str) -> VideoSequence:
-        """Frames and labels of ``sequence``, checked for gaps, sizes and object ids."""
+        """Frames and labels of ``sequence``, checked for gaps, sizes and object ids.
+
+        Annotations must exist for every frame, or for the first frame only (a test-dev sequence).
+        """
         frame_paths = sorted((self.image_dir / sequence).glob("*.jpg"))
         if not frame_paths:
             raise UserError(f"Sequence {sequence!r} has no frames in {self.image_dir / sequence}.")
         names = [p.stem for p in frame_paths]
         _check_consecutive(sequence, names)
+        later = [(self.annotation_dir / sequence / f"{name}.png").is_file() for name in names[1:]]
+        first_frame_only = not any(later)
         frames, labels = [], []
-        for path in frame_paths:
+        for index, path in enumerate(frame_paths):
             image = np.asarray(Image.open(path).convert("RGB"))
-            label = self._read_annotation(sequence, path.stem, image.shape[:2])
             if frames and image.shape != frames[0].shape:
                 raise UserError(
                     f"Sequence {sequence!r} frame {path.stem} is {_size(image)} "
                     f"but its first frame is {_size(frames[0])}."
                 )
             frames.append(image)
-            labels.append(label)
+            if index == 0 or not first_frame_only:
+                labels.append(self._read_annotation(sequence, path.stem, image.shape[:2]))
         video = VideoSequence(sequence, np.stack(frames), np.stack(labels), names)
         _check_object_ids(video)
         return video
@@ -147,7 +162,7 @@ def _check_object_ids(video: VideoSequence) -> None:
     first = set(video.object_ids)
     if not first:
         raise UserError(f"Sequence {video.name!r} frame {video.frame_names[0]} annotates no object to track.")
-    for name, label in zip(video.frame_names, video.labels, strict=True):
+    for name, label in zip(video.frame_names[: len(video.labels)], video.labels, strict=True):
         extra = sorted(set(np.unique(label).tolist()) - first - {0, VOID_LABEL})
         if extra:
             raise UserError(
@@ -160,15 +175,25 @@ def write_sequence(root: str | Path, video: VideoSequence, resolution: str = DEF
     """Write ``video`` as JPEG frames and palette PNG annotations under ``root``."""
     root = Path(root)
     image_dir = root / "JPEGImages" / resolution / video.name
-    annotation_dir = root / "Annotations" / resolution / video.name
     image_dir.mkdir(parents=True, exist_ok=True)
-    annotation_dir.mkdir(parents=True, exist_ok=True)
-    palette = davis_palette()
-    for name, frame, label in zip(video.frame_names, video.frames, video.labels, strict=True):
+    for name, frame in zip(video.frame_names, video.frames, strict=True):
         Image.fromarray(frame).save(image_dir / f"{name}.jpg", quality=92)
-        png = Image.fromarray(label).convert("P")  # a uint8 array opens as L; L to P keeps the ids
+    write_masks(root / "Annotations" / resolution / video.name, video.labels, video.frame_names[: len(video.labels)])
+
+
+def write_masks(directory: str | Path, labels: np.ndarray, frame_names: list[str]) -> list[Path]:
+    """``labels`` ``[T, H, W]`` as DAVIS palette PNGs ``<directory>/<frame>.png`` (annotations, or predictions
+    in the layout the DAVIS evaluation server takes); returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    palette = davis_palette()
+    paths = []
+    for name, label in zip(frame_names, labels, strict=True):
+        png = Image.fromarray(np.asarray(label, dtype=np.uint8)).convert("P")  # L to P keeps the ids
         png.putpalette(palette)
-        png.save(annotation_dir / f"{name}.png")
+        png.save(directory / f"{name}.png")
+        paths.append(directory / f"{name}.png")
+    return paths
 
 
 def write_split(root: str | Path, split: str, sequences: list[str]) -> None:

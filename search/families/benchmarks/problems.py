@@ -158,12 +158,15 @@ class MultiObjectiveBenchmark(Family):
 
     def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
         self._inject_faults(context)
+        window: dict[str, float] = {}
         if self.options.work_ms:
             clock = time.perf_counter if self.options.work_clock == "wall" else time.process_time
+            window["work_start"] = time.time()
             _burn_cpu(self.options.work_ms / 1000.0, clock)
+            window["work_end"] = time.time()
         x = np.array([params[f"x{i}"] for i in range(self.options.variables)], dtype=float)
         values = evaluate_problem(self.options.problem, x, self.options.n_obj)
-        return Evaluation(metrics={f"f{m + 1}": float(v) for m, v in enumerate(values)})
+        return Evaluation(metrics={**{f"f{m + 1}": float(v) for m, v in enumerate(values)}, **window})
 
     def _fault_due(self, kind: str, context: TrialContext) -> bool:
         return any(

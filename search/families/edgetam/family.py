@@ -2,9 +2,11 @@
 
 Quality: a teacher (dense memory, the space's widest and deepest encoder, longest bank) is trained once
 on the training split and cached; each candidate inherits what fits from it, is distilled for a fixed
-number of clips, and is scored by DAVIS 2017 J&F on the held-out split. Latency: the candidate's
-per-frame time at its full memory bank, split into image encoder, memory encoder, memory attention and
-mask decoder. Data: a DAVIS 2017 folder when ``davis_root`` is given, else generated synthetic videos.
+number of clips, and is scored by DAVIS 2017 J&F on the held-out split (its weights are kept as a trial
+artifact). Latency: the candidate's per-frame time at its full memory bank, split into image encoder,
+memory encoder, memory attention and mask decoder, either measured on the device (cache first) or, in
+the staged pipeline's search (``latency: predicted``), read from the device's calibrated predictors.
+Data: a DAVIS 2017 folder when ``davis_root`` is given, else generated synthetic videos.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluators.vos.davis import DavisDataset, VideoSequence
 from evaluators.vos.synthetic import SyntheticConfig, cached_synthetic_davis
+from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.backends import get_backend
 from latency_models.protocol import ProtocolConfig
-from search.families.edgetam.latency import measure_components, measurement_rows
+from search.families.edgetam.latency import COMPONENTS, measure_components, measurement_rows
 from search.families.edgetam.model import EdgeTAM, EdgeTAMConfig
 from search.families.edgetam.space import (
     ENCODER_WIDTHS,
@@ -61,7 +64,9 @@ class SyntheticOptions(BaseModel):
         return SyntheticConfig(**self.model_dump())
 
 
-class EdgeTAMOptions(FamilyOptions):
+class EdgeTAMRecipe(FamilyOptions):
+    """Data, transformer widths and training budgets: what the teacher and every candidate share."""
+
     davis_root: str | None = Field(None, description="a DAVIS 2017 folder; None generates synthetic videos")
     davis_resolution: str = "480p"
     train_split: str = "train"
@@ -77,18 +82,26 @@ class EdgeTAMOptions(FamilyOptions):
     clip_frames: int = Field(4, ge=2)
     learning_rate: float = Field(3e-3, gt=0)
     distill_weight: float = Field(1.0, ge=0)
-    latency_backend: str = Field("executorch-xnnpack", description="a latency_models backend name")
-    latency_threads: int = Field(1, ge=1)
-    latency_time_cap_s: float = Field(3.0, gt=0, description="timed seconds per component before giving up")
-    latency_ci_half_width: float = Field(0.03, gt=0, description="relative precision the median must reach")
     cache_dir: str | None = Field(None, description="where generated videos and the teacher are kept")
+
+
+class EdgeTAMOptions(EdgeTAMRecipe):
+    """The recipe plus how latency is obtained."""
+
+    backend: str = Field("executorch-xnnpack", description="a latency_models backend name")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="how each component is timed")
+    use_cache: bool = Field(True, description="reuse stable measurements from the store instead of re-measuring")
+    latency: Literal["measured", "predicted"] = "measured"
+    predictor_device: str | None = Field(None, description="whose calibrated predictors 'predicted' reads")
+    predicted: list[Literal[COMPONENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(COMPONENTS), description="components whose latency 'predicted' reports"
+    )
 
 
 class EdgeTAMFamily(Family):
     name = "edgetam"
     description = "SAM 2-style video object segmentation with dense, pooled or 2D-perceiver memory"
     Options = EdgeTAMOptions
-    needs_device = True
 
     options: EdgeTAMOptions
 
@@ -96,6 +109,10 @@ class EdgeTAMFamily(Family):
         super().__init__(options)
         self._videos: dict[str, list[VideoSequence]] = {}
         self._teacher: EdgeTAM | None = None
+
+    @property
+    def needs_device(self) -> bool:
+        return self.options.latency == "measured"
 
     # ----------------------------------------------------------------- space and objectives
 
@@ -123,6 +140,11 @@ class EdgeTAMFamily(Family):
             return None  # never measured, so nothing to key a cache on
         return hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).hexdigest()
 
+    def cache_keys(self, params: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """{phase: (architecture hash, shape)} of the rows ``measure`` writes (``InvalidCandidate`` if unbuildable)."""
+        config = self.config(params)
+        return {f"edgetam_{name}": (self.arch_hash(params), _shape(config)) for name in COMPONENTS}
+
     def teacher_config(self) -> EdgeTAMConfig:
         return EdgeTAMConfig(
             resolution=self.options.teacher_resolution,
@@ -139,8 +161,18 @@ class EdgeTAMFamily(Family):
     # ----------------------------------------------------------------- data and teacher
 
     def videos(self, split: str) -> list[VideoSequence]:
+        """The split's videos, every frame annotated (a first-frame-only split can be neither trained on nor
+        scored: ``hilnas edgetam predict`` writes its masks instead)."""
         if split not in self._videos:
-            self._videos[split] = self._dataset().load_split(split)
+            videos = self._dataset().load_split(split)
+            for video in videos:
+                if not video.fully_annotated:
+                    raise UserError(
+                        f"Sequence {video.name!r} of DAVIS split {split!r} is annotated only on its first frame "
+                        "(a test-dev layout), so it cannot be trained on or scored; use it with `hilnas edgetam "
+                        "predict` to write predicted masks for submission."
+                    )
+            self._videos[split] = videos
         return self._videos[split]
 
     def _dataset(self) -> DavisDataset:
@@ -158,19 +190,22 @@ class EdgeTAMFamily(Family):
             return {"davis_root": str(Path(self.options.davis_root).resolve()), "split": self.options.train_split}
         return {"synthetic": asdict(self.options.synthetic.config())}
 
-    def teacher(self) -> EdgeTAM:
-        """The trained teacher, loaded from the cache or trained once and cached (written atomically)."""
-        if self._teacher is not None:
-            return self._teacher
-        config = self.teacher_config()
+    def teacher_path(self) -> Path:
+        """Where the teacher of these options is cached (its name hashes architecture, data and budget)."""
         recipe = {
-            "architecture": asdict(config),
+            "architecture": asdict(self.teacher_config()),
             "data": self._data_identity(),
             "budget": asdict(self._budget(self.options.teacher_steps, seed=0)),
         }
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-        path = self._cache_dir() / f"teacher-{key}.pt"
-        model = EdgeTAM(config)
+        return self._cache_dir() / f"teacher-{key}.pt"
+
+    def teacher(self) -> EdgeTAM:
+        """The trained teacher, loaded from the cache or trained once and cached (written atomically)."""
+        if self._teacher is not None:
+            return self._teacher
+        path = self.teacher_path()
+        model = EdgeTAM(self.teacher_config())
         if path.exists():
             model.load_state_dict(torch.load(path, weights_only=True))
         else:
@@ -206,6 +241,8 @@ class EdgeTAMFamily(Family):
         return videos[: self.options.eval_videos] if self.options.eval_videos else videos
 
     def evaluate(self, params: dict[str, Any], context: TrialContext) -> Evaluation:
+        """J&F of the distilled candidate (its weights saved as a checkpoint artifact), plus the predicted
+        per-component latency when latency is not measured."""
         torch.set_num_threads(1)  # one Ray CPU per trial
         config = self.config(params)
         model, inherited, total = self.distilled_candidate(config, context.seed)
@@ -214,31 +251,91 @@ class EdgeTAMFamily(Family):
             "params": float(model.parameter_count()),
             "memory_tokens": float((config.memory_frames + 1) * config.tokens_per_frame()),
         }
-        return Evaluation(metrics=metrics, info={"inherited_tensors": inherited, "tensors": total})
+        checkpoint = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "edgetam.pt"
+        save_checkpoint(model, checkpoint)
+        info: dict[str, Any] = {"inherited_tensors": inherited, "tensors": total}
+        if self.options.latency == "predicted":
+            device = self.options.predictor_device or get_settings().device
+            metrics |= self.predicted_ms(config, context.db_url or get_settings().db_url, device)
+            info["latency"] = f"predicted by the selected {self.options.backend} predictors of {device}"
+        artifact = {"kind": "checkpoint", "path": str(checkpoint), "meta": {"arch_hash": self.arch_hash(params)}}
+        return Evaluation(metrics=metrics, artifacts=[artifact], info=info)
+
+    def predicted_ms(self, config: EdgeTAMConfig, db_url: str, device: str) -> dict[str, float]:
+        """``<component>_ms`` of every component from the device's selected stored predictors."""
+        import pandas as pd
+
+        from latency_models.fitting import predict_phase_ms
+        from search.families.edgetam.features import phase_features
+
+        predicted = {}
+        for name in self.options.predicted:
+            phase = f"edgetam_{name}"
+            try:
+                frame = pd.DataFrame([phase_features(config, phase)])
+                predicted[f"{name}_ms"] = predict_phase_ms(db_url, device, self.options.backend, phase, frame)[0]
+            except UserError as exc:
+                raise UserError(
+                    f"No EdgeTAM latency predictor for {name} is stored for {device} ({self.options.backend}); "
+                    "the calibrate stage of `hilnas edgetam run` fits them."
+                ) from exc
+        return predicted
 
     # ----------------------------------------------------------------- latency
 
     def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:
-        """Per-component latency at the candidate's full bank (weights do not change the time: fresh ones)."""
+        """Per-component latency at the candidate's full bank, from the store when every component is already
+        measured, else on the device (weights do not change the time: fresh ones)."""
         config = self.config(params)
+        cached = self._cached(params, device, context.db_url) if self.options.use_cache else None
+        if cached is not None:
+            metrics = {f"{phase.removeprefix('edgetam_')}_ms": row["median_ms"] for phase, row in cached.items()}
+            return Evaluation(metrics=metrics, measurements=list(cached.values()), info={"cached": True})
         torch.manual_seed(0)
-        backend = get_backend(self.options.latency_backend)
-        protocol = ProtocolConfig(
-            threads=self.options.latency_threads,
-            time_cap_s=self.options.latency_time_cap_s,
-            ci_half_width=self.options.latency_ci_half_width,
-        )
+        backend = get_backend(self.options.backend)
+        protocol = self.options.protocol
         workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "edgetam-latency"
         results = measure_components(EdgeTAM(config), backend, protocol, workdir)
-        shape = {"memory_frames": config.memory_frames, "resolution": config.resolution, "objects": 1}
         rows = measurement_rows(
-            results, self.arch_hash(params), _architecture(config), shape, device, backend, protocol
+            results, self.arch_hash(params), _architecture(config), _shape(config), device, backend, protocol
         )
         unstable = [name for name, result in results.items() if not result.timing.stable]
         if unstable:
             raise UnstableMeasurement(f"unstable latency of {', '.join(unstable)} on {device}; retry on a quiet device")
         metrics = {f"{name}_ms": result.timing.median_ms for name, result in results.items()}
         return Evaluation(metrics=metrics, measurements=rows)
+
+    def _cached(self, params: dict[str, Any], device: str, db_url: str | None) -> dict[str, dict[str, Any]] | None:
+        """Every component's stable stored row, or None when any is missing (or no store can be reached)."""
+        from latency_models import cache
+
+        url = db_url or get_settings().db_url
+        try:
+            found = {
+                phase: cache.lookup(url, arch_hash, device, self.options.backend, phase, shape)
+                for phase, (arch_hash, shape) in self.cache_keys(params).items()
+            }
+        except UserError:  # no reachable store from this node: measure rather than fail
+            return None
+        return found if all(row is not None for row in found.values()) else None
+
+
+def save_checkpoint(model: EdgeTAM, path: Path) -> None:
+    """The model's architecture and weights in one file (``load_checkpoint`` rebuilds it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config.as_dict(), "state": model.state_dict()}, path)
+
+
+def load_checkpoint(path: str | Path) -> EdgeTAM:
+    data = torch.load(path, weights_only=True)
+    model = EdgeTAM(EdgeTAMConfig(**data["config"]))
+    model.load_state_dict(data["state"])
+    return model.eval()
+
+
+def _shape(config: EdgeTAMConfig) -> dict[str, Any]:
+    """The measured workload beside the architecture: one object tracked with a full bank."""
+    return {"memory_frames": config.memory_frames, "resolution": config.resolution, "objects": 1}
 
 
 def _architecture(config: EdgeTAMConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from latency_models.backends import Backend
+from latency_models.backends import Backend, PreparedGraph
 from latency_models.measure import check_outputs
 from latency_models.protocol import ProtocolConfig, Timing, machine_fingerprint, measure
 from search.families.edgetam.model import EdgeTAM, MemoryEntry
@@ -109,6 +109,34 @@ def component_graphs(model: EdgeTAM) -> dict[str, ComponentGraph]:
 
 
 @dataclass
+class PreparedComponent:
+    """A component graph exported to a backend, its outputs checked against eager PyTorch."""
+
+    prepared: PreparedGraph
+    max_abs_diff: float
+
+    @property
+    def path(self) -> Path | None:
+        """The backend's program file (a ``.pte`` for ExecuTorch), None for eager."""
+        return self.prepared.artifact
+
+
+def prepare_components(
+    model: EdgeTAM, backend: Backend, workdir: Path, names: tuple[str, ...] | list[str] = COMPONENTS
+) -> dict[str, PreparedComponent]:
+    """Export the named component graphs of ``model`` into ``workdir`` and check each against eager."""
+    prepared = {}
+    for name, component in component_graphs(model).items():
+        if name not in names:
+            continue
+        with torch.no_grad():
+            expected = tuple(component.graph(*component.inputs))
+        graph = backend.prepare(component.graph, component.inputs, name, workdir)
+        prepared[name] = PreparedComponent(graph, check_outputs(graph, expected, name))
+    return prepared
+
+
+@dataclass
 class ComponentResult:
     timing: Timing
     export_s: float
@@ -118,15 +146,16 @@ class ComponentResult:
 def measure_components(
     model: EdgeTAM, backend: Backend, protocol: ProtocolConfig, workdir: Path
 ) -> dict[str, ComponentResult]:
-    """Export, verify against eager and time every component graph of ``model`` on ``backend``."""
+    """Export, verify against eager and time every component graph of ``model`` on ``backend``.
+
+    Threads are fixed before any graph is prepared: resizing ExecuTorch's pool under a loaded XNNPACK
+    program crashes the process (the memory encoder's did, with a segmentation fault).
+    """
+    backend.set_threads(protocol.threads)
     results = {}
-    for name, component in component_graphs(model).items():
-        with torch.no_grad():
-            expected = tuple(component.graph(*component.inputs))
-        prepared = backend.prepare(component.graph, component.inputs, name, workdir)
-        max_diff = check_outputs(prepared, expected, name)
-        backend.set_threads(protocol.threads)
-        results[name] = ComponentResult(measure(prepared.run, protocol), prepared.export_s, max_diff)
+    for name, component in prepare_components(model, backend, workdir).items():
+        timing = measure(component.prepared.run, protocol)
+        results[name] = ComponentResult(timing, component.prepared.export_s, component.max_abs_diff)
     return results
 
 

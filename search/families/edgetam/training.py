@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from evaluators.vos.davis import VideoSequence
+from evaluators.vos.davis import VideoSequence, write_masks
 from evaluators.vos.jf import JFResult, evaluate_semi_supervised
+from hilnas.errors import UserError
 from search.families.edgetam.model import EdgeTAM
 
 ProgressCallback = Callable[[int, float], None]
@@ -173,5 +175,22 @@ def predict_labels(model: EdgeTAM, video: VideoSequence) -> np.ndarray:
 
 
 def evaluate_jf(model: EdgeTAM, videos: list[VideoSequence]) -> JFResult:
-    """DAVIS 2017 semi-supervised J&F of ``model`` on ``videos``."""
+    """DAVIS 2017 semi-supervised J&F of ``model`` on ``videos`` (every frame must have ground truth)."""
+    for video in videos:
+        if not video.fully_annotated:
+            raise UserError(
+                f"Sequence {video.name!r} is annotated only on its first frame (a DAVIS test-dev layout), so its "
+                "J&F cannot be computed; write its predicted masks with `hilnas edgetam predict` instead."
+            )
     return evaluate_semi_supervised({video.name: (video.labels, predict_labels(model, video)) for video in videos})
+
+
+def write_predictions(model: EdgeTAM, videos: list[VideoSequence], out: str | Path) -> list[Path]:
+    """Track every video from its first-frame mask and write ``<out>/<sequence>/<frame>.png`` palette PNGs,
+    the layout the DAVIS evaluation server takes for test-dev; returns the sequence folders."""
+    folders = []
+    for video in videos:
+        folder = Path(out) / video.name
+        write_masks(folder, predict_labels(model, video), video.frame_names)
+        folders.append(folder)
+    return folders

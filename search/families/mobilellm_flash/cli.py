@@ -6,19 +6,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from search import staged_cli
+from search.staged_cli import AddressOption, DbOption, store_url
 
 app = typer.Typer(help="MobileLLM-Flash end to end: staged hardware-in-the-loop search.", no_args_is_help=True)
 console = Console()
 
-DbOption = Annotated[str | None, typer.Option("--db-url", help="result store (default: HILNAS_DB_URL)")]
-AddressOption = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: local)")]
-
-
-def _db(db_url: str | None) -> str:
-    from hilnas.settings import get_settings
-
-    return db_url or get_settings().db_url
+RESUME = "hilnas flash resume"
 
 
 def run_pipeline(spec_target: str | None, db_url: str | None, address: str | None, out: Console) -> int:
@@ -27,21 +22,10 @@ def run_pipeline(spec_target: str | None, db_url: str | None, address: str | Non
     from search.families.mobilellm_flash.pipeline_spec import load_pipeline_spec
 
     spec = load_pipeline_spec(spec_target)
-    pipeline = FlashPipeline.start(spec, _db(db_url), out, address)
+    pipeline = FlashPipeline.start(spec, store_url(db_url), out, address)
     out.print(f"MobileLLM-Flash run [bold]{pipeline.run.run_id}[/] ({spec.name}) on hw:{pipeline.device}")
-    _execute(pipeline)
+    staged_cli.execute(pipeline, RESUME)
     return pipeline.run.run_id
-
-
-def _execute(pipeline) -> None:  # noqa: ANN001 - a FlashPipeline, imported lazily
-    from hilnas.errors import Interrupted
-
-    try:
-        pipeline.execute()
-    except KeyboardInterrupt as exc:
-        raise Interrupted(
-            f"Run {pipeline.run.run_id} was interrupted; continue it with `hilnas flash resume {pipeline.run.run_id}`."
-        ) from exc
 
 
 @app.command("run")
@@ -54,51 +38,29 @@ def run(
     run_pipeline(spec, db_url, address, console)
 
 
-@app.command("resume")
-def resume(run_id: int, db_url: DbOption = None, address: AddressOption = None) -> None:
-    """Continue a run: finished stages are skipped, an interrupted search is resumed."""
+def _load(run_id: int, db_url: str, out: Console, address: str | None):  # noqa: ANN202 - a FlashPipeline
     from search.families.mobilellm_flash.pipeline import FlashPipeline
 
-    pipeline = FlashPipeline.resume(run_id, _db(db_url), console, address)
-    if pipeline.run.status() == "finished":
-        console.print(f"Run {run_id} has already finished.")
-        return
-    _execute(pipeline)
+    return FlashPipeline.resume(run_id, db_url, out, address)
 
 
-@app.command("list")
-def list_(db_url: DbOption = None) -> None:
-    """Every MobileLLM-Flash run with its status."""
-    from search.families.mobilellm_flash.pipeline import KIND
-    from search.staged import list_runs
-
-    table = Table("id", "name", "status", "created")
-    for run in list_runs(_db(db_url), KIND):
-        table.add_row(str(run["id"]), run["name"], run["status"], f"{run['created_at']:%Y-%m-%d %H:%M}")
-    console.print(table)
-
-
-@app.command("show")
-def show(run_id: int, db_url: DbOption = None) -> None:
-    """The stages of a run, and its verified front and exported programs once they exist."""
-    from search.families.mobilellm_flash.pipeline import KIND
-    from search.staged import StagedRun
-
-    run = StagedRun.load(_db(db_url), run_id, KIND)
-    table = Table("stage", "status", "seconds", "output", title=f"run {run_id} ({run.status()})")
-    for stage in run.stages():
-        seconds = "" if stage["duration_s"] is None else f"{stage['duration_s']:.0f}"
-        summary = stage["error"] or ", ".join(
-            f"{k}={v}" for k, v in stage["output"].items() if isinstance(v, (int, float, str)) and len(str(v)) < 60
-        )
-        table.add_row(stage["name"], stage["status"], seconds, summary)
-    console.print(table)
-    outputs = {s["name"]: s["output"] for s in run.stages()}
+def _show_outputs(outputs: dict[str, dict], out: Console) -> None:
     for candidate in outputs.get("verify", {}).get("front", []):
         m, p = candidate["measured"], candidate["predicted"]
-        console.print(
+        out.print(
             f"trial {candidate['number']}: loss {candidate['loss']:.3f}, prefill {m['prefill']:.2f} ms "
             f"(predicted {p['prefill']:.2f}), decode {m['decode']:.3f} ms (predicted {p['decode']:.3f})"
         )
     for artifact in outputs.get("export", {}).get("artifacts", []):
-        console.print(f"{artifact['path']}: {artifact['prompt']}[green]{artifact['generated']}[/]")
+        out.print(f"{artifact['path']}: {artifact['prompt']}[green]{artifact['generated']}[/]")
+
+
+staged_cli.add_run_commands(
+    app,
+    kind="mobilellm-flash",
+    family="MobileLLM-Flash",
+    resume_command=RESUME,
+    load=_load,
+    show_outputs=_show_outputs,
+    console=console,
+)

@@ -19,6 +19,7 @@ after the other. ``resume`` re-runs only unfinished stages (a search stage resum
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from search.families.mobilellm_flash import verification
 from search.families.mobilellm_flash.pipeline_spec import FlashPipelineSpec
 from search.families.mobilellm_flash.space import ArchConfig, pruned_candidate, pruned_space
 from search.family import InvalidCandidate
+from search.space import SearchSpace
 from search.staged import StageContext, StagedRun
 
 KIND = "mobilellm-flash"
@@ -48,48 +50,21 @@ def _bar(console: Console) -> Progress:
     )
 
 
-class FlashPipeline:
-    """One pipeline run: ``start`` or ``resume`` it, then ``execute``."""
+@dataclass
+class FlashWork:
+    """What every stage works with (the spec, the store, the device, where files go) and the stage bodies, each
+    with its budget as an explicit argument: ``FlashPipeline`` runs them once in a fixed order, the orchestrating
+    agent (``agents.orchestrator``) runs them round after round as its planner decides."""
 
-    def __init__(self, run: StagedRun, spec: FlashPipelineSpec, console: Console, address: str | None) -> None:
-        self.run, self.spec, self.console, self.address = run, spec, console, address
-        self.db_url = run.db_url
-        self.device = spec.device or get_settings().device
-        self.workdir = Path(get_settings().artifact_dir) / f"flash-run-{run.run_id}"
+    spec: FlashPipelineSpec
+    db_url: str
+    device: str
+    address: str | None
+    console: Console
+    workdir: Path
 
-    @classmethod
-    def start(cls, spec: FlashPipelineSpec, db_url: str, console: Console, address: str | None) -> FlashPipeline:
-        """Check everything a user can get wrong before a run is stored: the backbone is built (or loaded from
-        the cache) here, so a bad checkpoint or corpus, or constraints nothing can meet, store nothing."""
-        from search.families.mobilellm_flash.backbone import load_or_train_backbone
-
-        backbone = load_or_train_backbone(spec.backbone, show_progress=True)
-        check_constraints(spec, backbone.model.config, db_url, console, address)
-        run = StagedRun.create(db_url, KIND, spec.name, spec.model_dump(mode="json"), list(STAGES))
-        return cls(run, spec, console, address)
-
-    @classmethod
-    def resume(cls, run_id: int, db_url: str, console: Console, address: str | None) -> FlashPipeline:
-        run = StagedRun.load(db_url, run_id, KIND)
-        return cls(run, FlashPipelineSpec.model_validate(run.spec()), console, address)
-
-    def execute(self) -> dict[str, dict[str, Any]]:
-        functions = {
-            "backbone": self._backbone,
-            "calibrate": self._calibrate,
-            "search": self._search,
-            "verify": self._verify,
-            "export": self._export,
-        }
-        return self.run.execute(functions, on_stage=self._announce)
-
-    def _announce(self, stage: str, what: str) -> None:
-        position = STAGES.index(stage) + 1
-        self.console.print(f"[bold cyan]stage {position}/{len(STAGES)} {stage}[/]: {what}")
-
-    # ------------------------------------------------------------------ stages
-
-    def _backbone(self, context: StageContext) -> dict[str, Any]:
+    def backbone(self) -> dict[str, Any]:
+        """Train or load the backbone and rank its blocks, heads and channels on calibration activations."""
         from search.families.mobilellm_flash.backbone import load_or_train_backbone
         from search.families.mobilellm_flash.importance import compute_importance
 
@@ -116,26 +91,39 @@ class FlashPipeline:
             "importance_path": str(importance_path),
         }
 
-    def _calibrate(self, context: StageContext) -> dict[str, Any]:
+    def calibrate(
+        self, backbone: dict[str, Any], budget: int, seed: int, space: SearchSpace | None = None
+    ) -> dict[str, Any]:
+        """Measure up to ``budget`` architectures drawn from ``space`` (default: the whole pruned space) and fit
+        every latency predictor on all the device's stable measurements. ``device_measurements`` counts the
+        architectures the device measured (cached ones cost nothing)."""
         from latency_models import cache, storage
         from latency_models.calibration import Candidate, calibrate
         from latency_models.fitting import fit_and_store
 
-        backbone = ArchConfig.model_validate(context.outputs["backbone"]["arch"])
-        measurer = self._measurer(context.outputs, "calibration")
+        arch = ArchConfig.model_validate(backbone["arch"])
+        measurer = self.measurer(backbone, "calibration")
         plan = self.spec.calibration
         pool = [
-            Candidate(params, pruned_candidate(params, backbone), self.spec.workload)
-            for params in candidate_params(backbone, self.spec, plan.pool, plan.seed)
+            Candidate(params, pruned_candidate(params, arch), self.spec.workload)
+            for params in candidate_params(arch, self.spec, plan.pool, seed, space)
         ]
+        fresh = 0
+
+        def measure(candidate: Candidate) -> dict[str, dict]:
+            nonlocal fresh
+            rows, from_cache = measurer(candidate.params)
+            fresh += not from_cache
+            return rows
+
         with _bar(self.console) as bar:
-            task = bar.add_task("calibrate: measuring", total=plan.budget)
+            task = bar.add_task("calibrate: measuring", total=budget)
             result = calibrate(
                 pool,
-                lambda c: measurer(c.params)[0],
-                plan.budget,
-                plan.initial or max(2, plan.budget * 2 // 3),
-                plan.seed,
+                measure,
+                budget,
+                plan.initial or max(2, budget * 2 // 3),
+                seed,
                 on_step=lambda done, _total: bar.update(task, completed=done),
             )
         for failure in result.failures:
@@ -158,26 +146,45 @@ class FlashPipeline:
         n_rows = len(cache.load(self.db_url, self.device, self.spec.backend))
         return {
             "measured": len(result.measured),
+            "device_measurements": fresh,
             "failures": result.failures,
             "rows_used": n_rows,
             "selected": selected,
         }
 
-    def _search(self, context: StageContext) -> dict[str, Any]:
+    def search(
+        self,
+        backbone: dict[str, Any],
+        context: StageContext,
+        name: str,
+        trials: int,
+        seed: int | None = None,
+        space: SearchSpace | None = None,
+        objectives: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A search of ``trials`` pruned candidates on predicted latency (over ``space``, default the whole pruned
+        space, and ``objectives``, default the family's); the search id is checkpointed first, so a resumed stage
+        resumes the search instead of starting another one."""
         from search.driver import SearchDriver
         from search.progress import search_progress
         from search.spec import parse_spec
 
         search_id = context.output_so_far.get("search_id")
         if search_id is None:
-            name = f"{self.spec.name} (pipeline run {self.run.run_id})"
-            data = search_spec(self.spec, context.outputs["backbone"], self.device, "predicted", name)
-            spec = parse_spec(data, origin=f"pipeline run {self.run.run_id}")
+            data = search_spec(self.spec, backbone, self.device, "predicted", name)
+            data["budget"]["trials"] = trials
+            if seed is not None:
+                data["sampler"]["seed"] = seed
+            if space is not None:
+                data["space"] = space.model_dump(mode="json", exclude_none=True)
+            if objectives is not None:
+                data["objectives"] = objectives
+            spec = parse_spec(data, origin=name)
             driver = SearchDriver.start(spec, self.db_url)
             context.checkpoint({"search_id": driver.search_id})
         else:
             driver = SearchDriver.resume(search_id, self.db_url)
-        self.console.print(f"search {driver.search_id}: {self.spec.search.trials} pruned candidates")
+        self.console.print(f"search {driver.search_id}: {driver.spec.budget.trials} pruned candidates")
         with search_progress() as on_progress:
             result = driver.run(address=self.address, on_progress=on_progress)
         if result.finished == result.failed:
@@ -193,87 +200,83 @@ class FlashPipeline:
             "hypervolume": result.hypervolume,
         }
 
-    def _verify(self, context: StageContext) -> dict[str, Any]:
-        from latency_models.fitting import fit_and_store, predict_ms, stated_accuracy
+    def measure_front(
+        self, candidates: list[dict[str, Any]], measurer: DeviceMeasurer, max_points: int, title: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Measure up to ``max_points`` not yet measured candidates spread along the predicted front (the spec's
+        constraints judged on the best-known latency); each gets ``measured`` or ``failed``. Returns the chosen
+        candidates and how many the device measured (cached ones cost nothing)."""
+        measurable = [c for c in candidates if not c.get("failed")]
+        chosen = [c for c in verification.front(measurable, self.spec.constraints, False) if not c.get("measured")]
+        chosen = verification.spread(chosen, max_points)
+        fresh = 0
+        with _bar(self.console) as bar:
+            task = bar.add_task(f"{title}: measuring", total=len(chosen))
+            for candidate in chosen:
+                try:
+                    rows, from_cache = measurer(candidate["params"])
+                except Exception as exc:  # an unstable device or a failed export: verify the others
+                    reason = candidate["failed"] = describe_exception(exc).splitlines()[0]
+                    self.console.print(f"[yellow]trial {candidate['number']} not verified: {reason}[/]")
+                    fresh += 1
+                else:
+                    link_verification(self.db_url, rows, candidate, candidate.get("search_id"))
+                    candidate["measured"] = {phase: row["median_ms"] for phase, row in rows.items()}
+                    fresh += not from_cache
+                bar.advance(task)
+        return chosen, fresh
 
-        search_id = context.outputs["search"]["search_id"]
-        backbone = ArchConfig.model_validate(context.outputs["backbone"]["arch"])
-        candidates = finished_candidates(self.db_url, search_id)
-        if not candidates:
-            raise UserError(f"Search {search_id} finished no candidate, so there is nothing to verify.")
-        measurer = self._measurer(context.outputs, "verify")
-        plan, constraints = self.spec.verify, self.spec.constraints
-        rounds: list[dict[str, Any]] = []
-        for round_index in range(plan.max_rounds):
-            measurable = [c for c in candidates if not c.get("failed")]
-            chosen = [c for c in verification.front(measurable, constraints, False) if not c.get("measured")]
-            chosen = verification.spread(chosen, plan.max_points)
-            with _bar(self.console) as bar:
-                task = bar.add_task(f"verify round {round_index + 1}: measuring", total=len(chosen))
-                for candidate in chosen:
-                    try:
-                        rows, _from_cache = measurer(candidate["params"])
-                    except Exception as exc:  # an unstable device or a failed export: verify the others
-                        reason = candidate["failed"] = describe_exception(exc).splitlines()[0]
-                        self.console.print(f"[yellow]trial {candidate['number']} not verified: {reason}[/]")
-                    else:
-                        link_verification(self.db_url, rows, candidate, search_id)
-                        candidate["measured"] = {phase: row["median_ms"] for phase, row in rows.items()}
-                    bar.advance(task)
-            errors = verification.errors_pct(chosen)
-            stated = {p: stated_accuracy(self.db_url, self.device, self.spec.backend, p)["mape"] for p in errors}
-            reasons = verification.needs_refit(errors, stated, plan.tolerance, plan.min_error_pct)
-            rounds.append(
-                {
-                    "measured": [c["number"] for c in chosen],
-                    "errors_pct": errors,
-                    "stated_mape": stated,
-                    "refit": reasons,
-                }
-            )
-            for phase, values in errors.items():
-                if values:
-                    mean_abs = sum(abs(v) for v in values) / len(values)
-                    promised = "unknown" if stated[phase] is None else f"{stated[phase]:.1f}%"
-                    self.console.print(
-                        f"{phase}: mean |error| {mean_abs:.1f}% over {len(values)} front points "
-                        f"(the predictor states a MAPE of {promised})"
-                    )
-            if not reasons or round_index == plan.max_rounds - 1:
-                break
-            self.console.print("[yellow]refitting the latency predictor: " + "; ".join(reasons.values()) + "[/]")
-            fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=None)
-            for candidate in candidates:
-                arch = pruned_candidate(candidate["params"], backbone)
-                estimate = predict_ms(self.db_url, self.device, self.spec.backend, arch, self.spec.workload)
-                candidate["predicted"] = {phase: ms for phase, (ms, _std) in estimate.items()}
-        verified = verification.front(candidates, constraints, measured_only=True)
-        if not verified:
-            raise UserError(
-                "No measured candidate meets the constraints on the device; loosen them or raise search.trials."
-            )
-        self._print_front(verified, backbone)
+    def prediction_errors(self, chosen: list[dict[str, Any]], tolerance: float, min_error_pct: float) -> dict:
+        """How far the predictor was off on the measured ``chosen`` candidates, against what it promised, and
+        the phases that need a refit (with the reason)."""
+        from latency_models.fitting import stated_accuracy
+
+        errors = verification.errors_pct(chosen)
+        stated = {p: stated_accuracy(self.db_url, self.device, self.spec.backend, p)["mape"] for p in errors}
+        reasons = verification.needs_refit(errors, stated, tolerance, min_error_pct)
+        for phase, values in errors.items():
+            if values:
+                mean_abs = sum(abs(v) for v in values) / len(values)
+                promised = "unknown" if stated[phase] is None else f"{stated[phase]:.1f}%"
+                self.console.print(
+                    f"{phase}: mean |error| {mean_abs:.1f}% over {len(values)} front points "
+                    f"(the predictor states a MAPE of {promised})"
+                )
         return {
-            "rounds": rounds,
-            "measured": [_public(c) for c in candidates if c.get("measured")],
-            "front": [_public(c) for c in verified],
-            "not_verified": {c["number"]: c["failed"] for c in candidates if c.get("failed")},
+            "measured": [c["number"] for c in chosen],
+            "errors_pct": errors,
+            "stated_mape": stated,
+            "refit": reasons,
         }
 
-    def _export(self, context: StageContext) -> dict[str, Any]:
+    def repredict(self, candidates: list[dict[str, Any]], backbone: dict[str, Any]) -> None:
+        """Replace every candidate's predicted latency with the currently selected predictor's."""
+        from latency_models.fitting import predict_ms
+
+        arch = ArchConfig.model_validate(backbone["arch"])
+        for candidate in candidates:
+            estimate = predict_ms(
+                self.db_url,
+                self.device,
+                self.spec.backend,
+                pruned_candidate(candidate["params"], arch),
+                self.spec.workload,
+            )
+            candidate["predicted"] = {phase: ms for phase, (ms, _std) in estimate.items()}
+
+    def export(self, backbone: dict[str, Any], front: list[dict[str, Any]], search_id: int | None) -> dict[str, Any]:
+        """``front``'s candidates as ExecuTorch programs that generate text, checked token for token against
+        PyTorch and recorded as artifacts of their search (a candidate's own ``search_id``, else ``search_id``)."""
         from search.families.mobilellm_flash.backbone import load_backbone
         from search.families.mobilellm_flash.export import export_program, generate_eager, generate_with_program
         from search.families.quant_rotation.checkpoint import load_model
         from search.recorder import SearchRecorder
 
-        backbone = load_backbone(context.outputs["backbone"]["path"])
-        tokenizer = backbone.tokenizer
+        loaded = load_backbone(backbone["path"])
+        tokenizer = loaded.tokenizer
         plan = self.spec.export
-        search_id = context.outputs["search"]["search_id"]
-        front = context.outputs["verify"]["front"][: plan.max_models]
         prompt = tokenizer.encode(plan.prompt)
         context_len = self.spec.workload.prefill_len
-        recorder = SearchRecorder(self.db_url, search_id)
         exported = []
         with _bar(self.console) as bar:
             task = bar.add_task("export: .pte programs", total=len(front))
@@ -292,8 +295,9 @@ class FlashPipeline:
                     "matches_pytorch": from_program == from_eager,
                     "context_len": context_len,
                     "methods": ["prefill", "decode"],
-                    "tokenizer": str(Path(backbone.path) / "tokenizer.json"),
+                    "tokenizer": str(Path(loaded.path) / "tokenizer.json"),
                 }
+                recorder = SearchRecorder(self.db_url, candidate.get("search_id") or search_id)
                 recorder.add_artifact(candidate["number"], {"kind": "pte", "path": str(path), "meta": meta})
                 exported.append({"number": candidate["number"], "path": str(path), **meta})
                 bar.advance(task)
@@ -304,15 +308,14 @@ class FlashPipeline:
             )
         return {"artifacts": exported}
 
-    # ------------------------------------------------------------------ helpers
-
-    def _measurer(self, outputs: dict[str, dict[str, Any]], stage: str) -> DeviceMeasurer:
-        options = family_options(self.spec, outputs["backbone"], self.device, latency="measured")
+    def measurer(self, backbone: dict[str, Any], stage: str) -> DeviceMeasurer:
+        options = family_options(self.spec, backbone, self.device, latency="measured")
         return device_measurer(self.db_url, self.spec, options, self.address, stage)
 
-    def _print_front(self, front: list[dict[str, Any]], backbone: ArchConfig) -> None:
+    def print_front(self, front: list[dict[str, Any]], backbone: dict[str, Any]) -> None:
         from rich.table import Table
 
+        arch_config = ArchConfig.model_validate(backbone["arch"])
         table = Table(
             "trial",
             "loss",
@@ -326,7 +329,7 @@ class FlashPipeline:
             title=f"Verified Pareto front on hw:{self.device} ({self.spec.backend})",
         )
         for c in front:
-            arch = pruned_candidate(c["params"], backbone)
+            arch = pruned_candidate(c["params"], arch_config)
             pattern = "".join({"full": "F", "local": "L", "skip": "-"}[layer.attention] for layer in arch.layers)
             table.add_row(
                 str(c["number"]),
@@ -341,6 +344,91 @@ class FlashPipeline:
             )
         self.console.print(table)
         self.console.print("attention: F full, L local (window w), - skipped")
+
+
+class FlashPipeline:
+    """One pipeline run: ``start`` or ``resume`` it, then ``execute``."""
+
+    def __init__(self, run: StagedRun, spec: FlashPipelineSpec, console: Console, address: str | None) -> None:
+        self.run, self.spec, self.console, self.address = run, spec, console, address
+        self.db_url = run.db_url
+        self.device = spec.device or get_settings().device
+        self.workdir = Path(get_settings().artifact_dir) / f"flash-run-{run.run_id}"
+        self.work = FlashWork(spec, self.db_url, self.device, address, console, self.workdir)
+
+    @classmethod
+    def start(cls, spec: FlashPipelineSpec, db_url: str, console: Console, address: str | None) -> FlashPipeline:
+        """Check everything a user can get wrong before a run is stored: the backbone is built (or loaded from
+        the cache) here, so a bad checkpoint or corpus, or constraints nothing can meet, store nothing."""
+        from search.families.mobilellm_flash.backbone import load_or_train_backbone
+
+        backbone = load_or_train_backbone(spec.backbone, show_progress=True)
+        check_constraints(spec, backbone.model.config, db_url, console, address)
+        run = StagedRun.create(db_url, KIND, spec.name, spec.model_dump(mode="json"), list(STAGES))
+        return cls(run, spec, console, address)
+
+    @classmethod
+    def resume(cls, run_id: int, db_url: str, console: Console, address: str | None) -> FlashPipeline:
+        run = StagedRun.load(db_url, run_id, KIND)
+        return cls(run, FlashPipelineSpec.model_validate(run.spec()), console, address)
+
+    def execute(self) -> dict[str, dict[str, Any]]:
+        functions = {
+            "backbone": lambda _context: self.work.backbone(),
+            "calibrate": lambda c: self.work.calibrate(
+                c.outputs["backbone"], self.spec.calibration.budget, self.spec.calibration.seed
+            ),
+            "search": lambda c: self.work.search(
+                c.outputs["backbone"], c, f"{self.spec.name} (pipeline run {self.run.run_id})", self.spec.search.trials
+            ),
+            "verify": self._verify,
+            "export": lambda c: self.work.export(
+                c.outputs["backbone"],
+                c.outputs["verify"]["front"][: self.spec.export.max_models],
+                c.outputs["search"]["search_id"],
+            ),
+        }
+        return self.run.execute(functions, on_stage=self._announce)
+
+    def _announce(self, stage: str, what: str) -> None:
+        position = STAGES.index(stage) + 1
+        self.console.print(f"[bold cyan]stage {position}/{len(STAGES)} {stage}[/]: {what}")
+
+    def _verify(self, context: StageContext) -> dict[str, Any]:
+        """Measure the predicted front; while the error exceeds what the predictor promised, refit on everything
+        measured and measure the new front, up to ``verify.max_rounds`` rounds."""
+        from latency_models.fitting import fit_and_store
+
+        search_id = context.outputs["search"]["search_id"]
+        backbone = context.outputs["backbone"]
+        candidates = finished_candidates(self.db_url, search_id)
+        if not candidates:
+            raise UserError(f"Search {search_id} finished no candidate, so there is nothing to verify.")
+        measurer = self.work.measurer(backbone, "verify")
+        plan = self.spec.verify
+        rounds: list[dict[str, Any]] = []
+        for round_index in range(plan.max_rounds):
+            title = f"verify round {round_index + 1}"
+            chosen, _fresh = self.work.measure_front(candidates, measurer, plan.max_points, title)
+            rounds.append(self.work.prediction_errors(chosen, plan.tolerance, plan.min_error_pct))
+            reasons = rounds[-1]["refit"]
+            if not reasons or round_index == plan.max_rounds - 1:
+                break
+            self.console.print("[yellow]refitting the latency predictor: " + "; ".join(reasons.values()) + "[/]")
+            fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=None)
+            self.work.repredict(candidates, backbone)
+        verified = verification.front(candidates, self.spec.constraints, measured_only=True)
+        if not verified:
+            raise UserError(
+                "No measured candidate meets the constraints on the device; loosen them or raise search.trials."
+            )
+        self.work.print_front(verified, backbone)
+        return {
+            "rounds": rounds,
+            "measured": [public(c) for c in candidates if c.get("measured")],
+            "front": [public(c) for c in verified],
+            "not_verified": {c["number"]: c["failed"] for c in candidates if c.get("failed")},
+        }
 
 
 def family_options(spec: FlashPipelineSpec, backbone: dict[str, Any], device: str, latency: str) -> dict[str, Any]:
@@ -385,6 +473,8 @@ def search_spec(
             "max_concurrency": search.max_concurrency,
             "trial_timeout_s": search.trial_timeout_s,
             "cpus_per_trial": float(search.threads),
+            # A search measuring on the device trains on the same machine: never both at once (see DESIGN).
+            "measure_alone": latency == "measured",
         },
     }
 
@@ -407,8 +497,18 @@ def device_measurer(
 def check_constraints(
     spec: FlashPipelineSpec, arch: ArchConfig, db_url: str, console: Console, address: str | None
 ) -> None:
-    """Refuse a spec whose constraints no candidate can meet: the smallest pruning of the backbone ``arch`` is
-    counted and, for latency constraints, measured on the device (the measurement is cached for calibration)."""
+    """Refuse a spec whose constraints no candidate can meet (see ``smallest_candidate_values``)."""
+    values, _fresh = smallest_candidate_values(spec, arch, db_url, console, address)
+    problem = unmeetable_constraint(spec, values)
+    if problem is not None:
+        raise UserError(problem)
+
+
+def smallest_candidate_values(
+    spec: FlashPipelineSpec, arch: ArchConfig, db_url: str, console: Console, address: str | None
+) -> tuple[dict[str, float], bool]:
+    """The smallest pruning of the backbone ``arch``: its parameter count and, when a constraint bounds latency,
+    its latency measured on the device (cached for calibration); and whether the device measured it just now."""
     if spec.workload.context > arch.max_context:
         raise UserError(
             f"The workload needs {spec.workload.context} positions but the backbone covers {arch.max_context}."
@@ -416,6 +516,7 @@ def check_constraints(
     params = extreme_params(arch, spec, smallest=True)
     smallest = pruned_candidate(params, arch)
     values = {"params": float(smallest.n_params())}
+    fresh = False
     if any(c.metric in ("prefill_ms", "decode_ms") for c in spec.constraints):
         console.print("measuring the smallest candidate to check the latency constraints can be met")
         options = {
@@ -425,15 +526,22 @@ def check_constraints(
             "backbone_arch": arch.model_dump(mode="json"),
             "workload": spec.workload.model_dump(),
         }
-        rows, _from_cache = device_measurer(db_url, spec, options, address, "calibration")(params)
+        rows, from_cache = device_measurer(db_url, spec, options, address, "calibration")(params)
         values.update({f"{phase}_ms": row["median_ms"] for phase, row in rows.items()})
+        fresh = not from_cache
+    return values, fresh
+
+
+def unmeetable_constraint(spec: FlashPipelineSpec, values: dict[str, float]) -> str | None:
+    """Why no candidate can meet the constraints, given the smallest candidate's ``values``; None when it can."""
     for constraint in spec.constraints:
         if constraint.metric in values and constraint.violation(values[constraint.metric]) > 0:
             bound = f"<= {constraint.max:g}" if constraint.max is not None else f">= {constraint.min:g}"
-            raise UserError(
+            return (
                 f"No architecture in the space can meet {constraint.metric} {bound}: the smallest pruning of the "
                 f"backbone has {constraint.metric} = {values[constraint.metric]:g}."
             )
+    return None
 
 
 def extreme_params(backbone: ArchConfig, spec: FlashPipelineSpec, smallest: bool) -> dict[str, Any]:
@@ -453,14 +561,19 @@ def extreme_params(backbone: ArchConfig, spec: FlashPipelineSpec, smallest: bool
     }
 
 
-def candidate_params(backbone: ArchConfig, spec: FlashPipelineSpec, n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` distinct valid candidates of the pruned space: the smallest and the largest, then random draws."""
+def candidate_params(
+    backbone: ArchConfig, spec: FlashPipelineSpec, n: int, seed: int, space: SearchSpace | None = None
+) -> list[dict[str, Any]]:
+    """``n`` distinct valid candidates of the pruned space: the smallest and the largest, then random draws.
+    With a ``space`` (a part of the pruned space), random draws from it alone."""
     import optuna
 
-    space = pruned_space(backbone, spec.workload)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     found: dict[str, dict[str, Any]] = {}
-    extremes = iter([extreme_params(backbone, spec, True), extreme_params(backbone, spec, False)])
+    extremes = iter(
+        [extreme_params(backbone, spec, True), extreme_params(backbone, spec, False)] if space is None else []
+    )
+    space = space or pruned_space(backbone, spec.workload)
     for _ in range(n * 20):
         if len(found) >= n:
             break
@@ -497,6 +610,7 @@ def finished_candidates(db_url: str, search_id: int) -> list[dict[str, Any]]:
                 "params_count": t.metrics.get("params"),
                 "predicted": {phase: t.metrics[f"{phase}_ms"] for phase in verification.PHASES},
                 "checkpoint": checkpoints.get(t.id),
+                "search_id": search_id,
             }
             for t in trials
             if t.metrics and "loss" in t.metrics
@@ -543,6 +657,7 @@ def _calibration_windows(tokens, max_context: int, spec: FlashPipelineSpec) -> t
     return random_windows(tokens, IMPORTANCE_WINDOWS, length, np.random.default_rng(spec.calibration.seed))
 
 
-def _public(candidate: dict[str, Any]) -> dict[str, Any]:
-    keys = ("number", "params", "params_count", "loss", "ppl", "predicted", "measured", "checkpoint")
-    return {k: candidate[k] for k in keys}
+def public(candidate: dict[str, Any]) -> dict[str, Any]:
+    """What a stage output keeps of a candidate."""
+    keys = ("number", "search_id", "params", "params_count", "loss", "ppl", "predicted", "measured", "checkpoint")
+    return {k: candidate[k] for k in keys if k in candidate}

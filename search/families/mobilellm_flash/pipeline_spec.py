@@ -16,7 +16,7 @@ from latency_models.protocol import ProtocolConfig
 from search.families.mobilellm_flash.backbone import BackboneConfig
 from search.families.mobilellm_flash.space import Workload
 from search.registry import describe_validation_error
-from search.spec import ConstraintSpec, read_mapping
+from search.spec import ConstraintSpec, find_named_file, read_mapping
 
 BUILTIN_DIR = Path(__file__).parent / "specs"
 
@@ -77,23 +77,11 @@ class FlashPipelineSpec(_Section):
     export: ExportPlan = Field(default_factory=ExportPlan)
 
 
-def builtin_names() -> list[str]:
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
-
-
 def load_pipeline_spec(target: str | None) -> FlashPipelineSpec:
     """A spec from a file, a built-in name, or the defaults when ``target`` is None."""
     if target is None:
         return FlashPipelineSpec()
-    path = Path(target)
-    if not path.is_file():
-        builtin = BUILTIN_DIR / f"{target}.yaml"
-        if not builtin.is_file():
-            raise UserError(
-                f"There is no pipeline spec file {target!r} and no built-in one of that name "
-                f"(built-in: {', '.join(builtin_names())})."
-            )
-        path = builtin
+    path = find_named_file(target, BUILTIN_DIR, "pipeline spec")
     data = read_mapping(path)
     try:
         return FlashPipelineSpec.model_validate(data)
