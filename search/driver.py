@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +63,28 @@ class _InFlight:
     #: With ``budget.measure_alone``: "training" until its quality is ready, "waiting" for the device, "measuring".
     device_stage: str | None = None
     context: TrialContext | None = None
+
+
+class _CtrlC:
+    """Ctrl-C as a flag the loop reads between steps, so that it stops the search wherever the signal lands.
+
+    A KeyboardInterrupt raised inside Ray's or a library's code can be deferred or lost there (a CI run
+    finished a search it had been told to stop); the loop turns the flag into KeyboardInterrupt itself.
+    """
+
+    def __init__(self) -> None:
+        self.received = threading.Event()
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda _signum, _frame: self.received.set())
+
+    def check(self) -> None:
+        if self.received.is_set():
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 @dataclass
@@ -142,9 +166,11 @@ class SearchDriver:
         self._actor = actor
         self.recorder.set_status("running")
         budget = self.spec.budget
+        ctrl_c = _CtrlC()
         try:
             self._report(on_progress)
             while self._finished < budget.trials:
+                ctrl_c.check()
                 self._top_up()
                 self._dispatch(actor)
                 if not self._in_flight and self._device_probe is None:
@@ -172,6 +198,8 @@ class SearchDriver:
             self._cancel_all()
             self.recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            ctrl_c.restore()
         self.mirror.flush()
         self.recorder.set_status("finished")
         return SearchResult(self.search_id, self._finished, self._failed, self._hypervolume, "finished")

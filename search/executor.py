@@ -118,13 +118,25 @@ class DeviceActor:
         return _node_label()
 
 
+#: (Ray job, device) -> the handle this process holds for the whole Ray session (see ``device_actor``).
+_held_actors: dict[tuple[str, str], ray.actor.ActorHandle] = {}
+
+
 def device_actor(device: str) -> ray.actor.ActorHandle:
-    """The device's actor, created on first use on the node that carries ``hw:<device>``."""
-    return DeviceActor.options(
-        name=f"device:{device}",
-        namespace=DEVICE_NAMESPACE,
-        get_if_exists=True,
-        num_cpus=0,
-        resources={device_resource(device): 1.0},
-        max_concurrency=1,
-    ).remote(device)
+    """The device's actor, created on first use on the node that carries ``hw:<device>``.
+
+    This process keeps one handle per device for as long as its Ray session lasts: Ray kills an actor once
+    every handle its creator held is gone, so a pipeline whose stages each took and dropped a handle saw the
+    actor die under the next stage's measurements (ActorDiedError, seen in CI).
+    """
+    key = (ray.get_runtime_context().get_job_id(), device)
+    if key not in _held_actors:
+        _held_actors[key] = DeviceActor.options(
+            name=f"device:{device}",
+            namespace=DEVICE_NAMESPACE,
+            get_if_exists=True,
+            num_cpus=0,
+            resources={device_resource(device): 1.0},
+            max_concurrency=1,
+        ).remote(device)
+    return _held_actors[key]
