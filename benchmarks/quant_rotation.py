@@ -9,7 +9,9 @@ its validation tokens. For W4A4KV4, W4A8KV8 and W4A16 it prints held-out
 perplexity with no rotation, random orthogonal and random Hadamard rotations (min/median/max over
 seeds) and Cayley-learned rotations, the share of the no-rotation gap each closes, activation
 outlier statistics at every linear input before/after rotation, and the Cayley optimisation time.
-``--quick``: 3 seeds, 8 held-out windows, 20 Cayley steps; default: 10 seeds, 32 windows, 100 steps.
+The learned rotation starts from random Hadamard seed 0 and takes ``Recipe``'s tuned Cayley SGD
+defaults (see ``quant_rotation.cayley``). ``--quick``: 3 seeds, 8 held-out and 16 calibration
+windows, 20 Cayley steps; default: 10 seeds, 128 held-out and 128 calibration windows, 100 steps.
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     console = Console(width=150)
     seeds = range(3 if args.quick else 10)
-    steps = 20 if args.quick else 100
+    steps = 20 if args.quick else Recipe.cayley_steps
     target = load_target(args.model)
     model = target.model
-    windows = 8 if args.quick else 32
-    heldout, calibration = target.windows(args.seq_len, heldout=windows, calibration=windows, seed=1)
+    heldout, calibration = target.windows(
+        args.seq_len, heldout=8 if args.quick else 128, calibration=16 if args.quick else 128, seed=1
+    )
     fp_ppl = perplexity(model, heldout)
     console.print(
         f"Model: {target.description}; "
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[setting] = results
 
     console.print(_quality_table(rows, fp_ppl, len(seeds)))
-    console.print(_cayley_table(cayley, rows, steps))
+    console.print(_cayley_table(cayley, rows, steps, Recipe.cayley_lr))
     console.print(_outlier_table(model, calibration[:4]))
     console.print(_targets(rows, fp_ppl))
 
@@ -112,12 +115,15 @@ def _quality_table(rows: dict[str, dict[str, list[float]]], fp: float, n_seeds: 
 
 
 def _cayley_table(
-    cayley: dict[str, tuple[float, tuple[float, float]]], rows: dict[str, dict[str, list[float]]], steps: int
+    cayley: dict[str, tuple[float, tuple[float, float]]],
+    rows: dict[str, dict[str, list[float]]],
+    steps: int,
+    lr: float,
 ) -> Table:
     table = Table(
         "setting", "steps", "seconds", "calibration-set loss before -> after",
         "held-out ppl start -> learned",
-        title="Cayley optimisation (starts from random Hadamard seed 0)",
+        title=f"Cayley SGD (lr {lr}, linear decay, from random Hadamard seed 0)",
     )  # fmt: skip
     for setting, (seconds, (first, last)) in cayley.items():
         start, learned = rows[setting]["random_hadamard"][0], rows[setting]["learned"][0]

@@ -1,4 +1,4 @@
-"""Fake quantizers, bit settings, GPTQ and the Cayley-learned rotations."""
+"""Fake quantizers, bit settings and GPTQ."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from hilnas.errors import UserError
-from search.families.quant_rotation.cayley import learn_rotations
 from search.families.quant_rotation.gptq import gptq_quantize
-from search.families.quant_rotation.pipeline import Recipe, build_rotations, quantize
+from search.families.quant_rotation.pipeline import Recipe, quantize
 from search.families.quant_rotation.quantizers import (
     QuantSpec,
     quantize_asymmetric,
@@ -17,8 +16,6 @@ from search.families.quant_rotation.quantizers import (
     round_ste,
     weight_scale,
 )
-from search.families.quant_rotation.rotation import check_orthogonal
-from search.families.quant_rotation.transform import fold_norms
 from tests.quant_support import tiny_model
 
 torch.set_num_threads(1)
@@ -107,21 +104,10 @@ def test_gptq_recipe_puts_block_weights_on_the_grid() -> None:
         assert max(len(torch.unique(row)) for row in layer.weight) <= 2**4  # 4-bit rows
 
 
-def test_cayley_learning_keeps_rotations_orthogonal_and_moves_them() -> None:
-    folded = fold_norms(tiny_model())
-    start = build_rotations(folded, Recipe(rotation="learned", seed=2))
-    calibration = torch.randint(0, 256, (8, 17), generator=_generator(5))
-    learned = learn_rotations(folded, start, QuantSpec.parse("W4A4KV4"), calibration, steps=3, lr=1.0, seed=0)
-    assert len(learned.losses) == 3 and learned.seconds > 0
-    check_orthogonal(learned.rotations.r1, tolerance=1e-5)
-    for i, r2 in learned.rotations.r2.items():
-        check_orthogonal(r2, tolerance=1e-5)
-        assert r2.shape == start.r2[i].shape
-    assert (learned.rotations.r1 - start.r1).abs().max() > 1e-4
-
-
 def test_learned_or_gptq_recipes_need_calibration_data() -> None:
     with pytest.raises(UserError, match="needs a calibration set"):
         quantize(tiny_model(), Recipe(rotation="learned"))
     with pytest.raises(UserError, match="Unknown rotation kind"):
         Recipe(rotation="spin")
+    with pytest.raises(UserError, match="at least one Cayley step"):
+        Recipe(rotation="learned", cayley_steps=0)

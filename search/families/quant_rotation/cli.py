@@ -78,9 +78,9 @@ def evaluate(
     a_clip: Annotated[float, typer.Option(help="activation clipping ratio")] = 1.0,
     kv_clip: Annotated[float, typer.Option(help="KV-cache clipping ratio")] = 1.0,
     seq_len: Annotated[int, typer.Option(help="predicted tokens per window")] = 128,
-    calibration: Annotated[int, typer.Option(help="calibration windows (learned rotations, GPTQ)")] = 32,
+    calibration: Annotated[int, typer.Option(help="calibration windows (learned rotations, GPTQ)")] = 128,
     heldout: Annotated[int, typer.Option(help="held-out windows scored")] = 32,
-    cayley_steps: Annotated[int, typer.Option(help="Cayley SGD steps for a learned rotation")] = 50,
+    cayley_steps: Annotated[int, typer.Option(help="Cayley SGD steps for a learned rotation")] = 100,
 ) -> None:
     """Held-out perplexity of MODEL in full precision and quantized with one recipe."""
     from search.families.quant_rotation.pipeline import Recipe

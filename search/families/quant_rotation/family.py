@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from hilnas.errors import UserError
+from search.families.quant_rotation.cayley import CAYLEY_LR
 from search.families.quant_rotation.quantizers import FULL_PRECISION_BITS, QuantSpec
 from search.families.quant_rotation.rotation import ROTATION_KINDS
 from search.family import Evaluation, Family, FamilyOptions, InvalidCandidate, ObjectiveDefault, TrialContext
@@ -29,10 +30,10 @@ class QuantRotationOptions(FamilyOptions):
         None, description="checkpoint folder or hilnas file to quantize; None: the (cached) hilnas backbone"
     )
     seq_len: int = Field(128, ge=2, le=4096)
-    calibration_sequences: int = Field(32, ge=1)
+    calibration_sequences: int = Field(128, ge=1)
     heldout_sequences: int = Field(32, ge=1)
-    cayley_steps: int = Field(50, ge=1)
-    cayley_lr: float = Field(1.5, gt=0)
+    cayley_steps: int = Field(100, ge=1)
+    cayley_lr: float = Field(CAYLEY_LR, gt=0)
     kv_group: int | None = Field(None, ge=1, description="KV features per quantization group; None: per head")
 
 

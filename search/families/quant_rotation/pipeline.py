@@ -5,13 +5,14 @@ Used by the search family, ``hilnas quant eval`` and the benchmark, so all three
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
 from hilnas.errors import UserError
 from search.families.mobilellm_flash.model import MobileLLM
+from search.families.quant_rotation.cayley import CAYLEY_LR, learn_rotations
 from search.families.quant_rotation.qmodel import QuantizedModel, perplexity
 from search.families.quant_rotation.quantizers import FULL_PRECISION_BITS, QuantSpec
 from search.families.quant_rotation.rotation import ROTATION_KINDS, hadamard_like, make_rotation
@@ -31,11 +32,13 @@ class Recipe:
     r4: bool = True
     gptq: bool = False
     cayley_steps: int = 100
-    cayley_lr: float = 1.5
+    cayley_lr: float = CAYLEY_LR
 
     def __post_init__(self) -> None:
         if self.rotation not in ROTATION_KINDS:
             raise UserError(f"Unknown rotation kind {self.rotation!r}; choose one of {', '.join(ROTATION_KINDS)}.")
+        if self.cayley_steps < 1 or self.cayley_lr <= 0:
+            raise UserError("A learned rotation needs at least one Cayley step and a positive learning rate.")
 
 
 @dataclass
@@ -80,10 +83,11 @@ def quantize(
     if needs_data and calibration is None:
         raise UserError("This recipe (learned rotations or GPTQ) needs a calibration set.")
     if recipe.rotation == "learned":
-        from search.families.quant_rotation.cayley import learn_rotations
-
+        # GPTQ quantizes the weights afterwards, so (as in SpinQuant) the rotation learns with floating-point
+        # weights and only activations and the KV cache quantized; RTN grids are what it must suit otherwise.
+        spec = replace(recipe.spec, w_bits=FULL_PRECISION_BITS) if recipe.gptq else recipe.spec
         learned = learn_rotations(
-            folded, rotations, recipe.spec, calibration, recipe.cayley_steps, recipe.cayley_lr, recipe.seed
+            folded, rotations, spec, calibration, recipe.cayley_steps, recipe.cayley_lr, recipe.seed
         )
         rotations, outcome.cayley_losses, outcome.cayley_s = learned.rotations, learned.losses, learned.seconds
         outcome.calibration_loss = learned.calibration_loss
