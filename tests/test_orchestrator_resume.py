@@ -28,6 +28,10 @@ def _complete_trials(db_url: str) -> dict[int, dict]:
 def test_a_killed_agent_run_resumes_its_search_and_stops_on_the_met_goal(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'agent.db'}"
     goal = tiny_goal(write_corpus(tmp_path / "corpus.txt"), decode_max_ms=1000.0)
+    # Trials land one at a time and there are many of them, so a kill after the first leaves the search unfinished
+    # (with four trials in batches of three, CI once saw the whole search land between two polls).
+    goal["search"] |= {"trials": 12, "batch_size": 1, "max_concurrency": 1}
+    goal["budgets"]["trials"] = 24
     goal_file = tmp_path / "goal.yaml"
     goal_file.write_text(yaml.safe_dump(goal))
 
@@ -56,7 +60,7 @@ def test_a_killed_agent_run_resumes_its_search_and_stops_on_the_met_goal(tmp_pat
         judged = session.scalars(select(JudgeRun)).all()
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(goal["search"]["trials"]))  # each trial once
-    assert all(t.state == "complete" for t in trials)
+    assert all(t.state in ("complete", "invalid") for t in trials)  # the space may sample all-skip patterns
     assert all(next(t for t in trials if t.number == n).metrics == m for n, m in before.items())  # untouched
 
     decisions = load(db_url, 1)
