@@ -202,6 +202,8 @@ class SearchDriver:
             ctrl_c.restore()
         self.mirror.flush()
         self.recorder.set_status("finished")
+        if ctrl_c.received.is_set():  # it came with the last trial: the search is done, but the caller must stop
+            raise Interrupted(f"Search {self.search_id} finished its {self._finished} trials as it was interrupted.")
         return SearchResult(self.search_id, self._finished, self._failed, self._hypervolume, "finished")
 
     def _report(self, on_progress: Callable[[Progress], None] | None) -> None:

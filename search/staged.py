@@ -89,8 +89,9 @@ class StagedRun:
             return session.get(PipelineRun, self.run_id).status
 
     def execute(self, functions: dict[str, StageFn], on_stage: Callable[[str, str], None] | None = None) -> dict:
-        """Run every stage not yet done; returns all outputs. A failing stage stores its error and re-raises."""
-        self._set_run_status("running")
+        """Run every stage not yet done; returns all outputs. A failing stage stores its error (and the run's)
+        and re-raises."""
+        self.set_status("running")
         outputs = {s["name"]: s["output"] for s in self.stages() if s["status"] == "done"}
         for stage in self.stages():
             name = stage["name"]
@@ -100,26 +101,28 @@ class StagedRun:
                 continue
             if on_stage:
                 on_stage(name, "started")
-            outputs[name] = self.run_stage(name, functions[name], outputs, stage["output"])
+            try:
+                outputs[name] = self.run_stage(name, functions[name], outputs, stage["output"])
+            except BaseException as exc:
+                self.set_status(_ended_by(exc), str(exc) or type(exc).__name__)
+                raise
             if on_stage:
                 on_stage(name, "done")
-        self._set_run_status("finished")
+        self.set_status("finished")
         return outputs
 
     def run_stage(
         self, name: str, function: StageFn, outputs: dict[str, dict[str, Any]], partial: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Run one stage: mark it running, store its output when it returns, or its error (and the run's) when it
-        raises. ``partial`` is what an earlier, unfinished attempt checkpointed."""
+        """Run one stage: mark it running, store its output when it returns, or its error when it raises (the
+        run's status is the caller's). ``partial`` is what an earlier, unfinished attempt checkpointed."""
         self._mark(name, "running")
         started = time.perf_counter()
         context = StageContext(self, name, dict(outputs), dict(partial or {}))
         try:
             output = function(context)
         except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
-            self._mark(name, "interrupted" if interrupted else "failed", error=str(exc) or type(exc).__name__)
-            self._set_run_status("interrupted" if interrupted else "failed", str(exc) or type(exc).__name__)
+            self._mark(name, _ended_by(exc), error=str(exc) or type(exc).__name__)
             raise
         self._mark(name, "done", output=output, duration_s=time.perf_counter() - started)
         return output
@@ -145,10 +148,6 @@ class StagedRun:
     def skip_stage(self, name: str, reason: str) -> None:
         """Mark a planned stage as not to be run (a growing plan whose budget ran out before it), with the reason."""
         self._mark(name, "skipped", error=reason)
-
-    def set_status(self, status: str, error: str | None = None) -> None:
-        """Set the run's status (``execute`` sets it for fixed plans; a growing plan sets it itself)."""
-        self._set_run_status(status, error)
 
     def save_partial(self, name: str, output: dict[str, Any]) -> None:
         def write() -> None:
@@ -186,7 +185,9 @@ class StagedRun:
 
         retry_transient(write, self.db_url)
 
-    def _set_run_status(self, status: str, error: str | None = None) -> None:
+    def set_status(self, status: str, error: str | None = None) -> None:
+        """Set the run's status (``execute`` sets it for fixed plans; a growing plan sets it itself)."""
+
         def write() -> None:
             with session_scope(self.db_url) as session:
                 run = session.get(PipelineRun, self.run_id)
@@ -195,6 +196,11 @@ class StagedRun:
                     run.finished_at = datetime.now(UTC)
 
         retry_transient(write, self.db_url)
+
+
+def _ended_by(exc: BaseException) -> str:
+    """The status an exception leaves behind: Ctrl-C interrupts, anything else fails."""
+    return "interrupted" if isinstance(exc, KeyboardInterrupt | Interrupted) else "failed"
 
 
 def list_runs(db_url: str, kind: str | None = None) -> list[dict[str, Any]]:

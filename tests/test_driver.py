@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -9,7 +12,8 @@ from sqlalchemy import select
 
 from db.models import HypervolumePoint, Search, Trial
 from db.session import session_scope
-from search.driver import SearchDriver
+from hilnas.errors import Interrupted
+from search.driver import Progress, SearchDriver
 from search.families.benchmarks.problems import true_hypervolume
 from search.spec import parse_spec
 from search.study import NUMBER_ATTR, optuna_storage
@@ -90,6 +94,19 @@ def test_raising_trial_is_retried_then_recorded_failed(sqlite_url: str) -> None:
     study = optuna.load_study(study_name=f"hilnas-search-{result.search_id}", storage=optuna_storage(sqlite_url))
     states = {t.user_attrs[NUMBER_ATTR]: t.state for t in study.trials}
     assert states[1] == TrialState.FAIL and states[2] == TrialState.COMPLETE
+
+
+def test_ctrl_c_with_the_last_trial_finishes_the_search_and_still_reaches_the_caller(sqlite_url: str) -> None:
+    def interrupt_at_the_end(progress: Progress) -> None:
+        if progress.finished == progress.target:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    driver = SearchDriver.start(parse_spec(_spec()), sqlite_url)
+    with pytest.raises(Interrupted, match="finished its 12 trials as it was interrupted"):
+        driver.run(on_progress=interrupt_at_the_end)
+    with session_scope(sqlite_url) as session:
+        assert session.get(Search, driver.search_id).status == "finished"
+    assert len(_trials(sqlite_url, driver.search_id)) == 12
 
 
 def test_crashed_worker_is_retried(sqlite_url: str) -> None:

@@ -12,6 +12,7 @@ from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workl
 from search.family import InvalidCandidate
 from search.spec import ConstraintSpec
 from search.staged import StagedRun
+from search.verification import errors_pct, needs_refit, spread
 
 BACKBONE = ArchConfig(
     vocab_size=512,
@@ -106,7 +107,7 @@ def test_the_front_uses_measurements_over_predictions_and_respects_constraints()
 
 def test_spread_keeps_both_ends_of_the_front() -> None:
     items = [{"number": i} for i in range(10)]
-    picked = [x["number"] for x in verification.spread(items, 4)]
+    picked = [x["number"] for x in spread(items, 4)]
     assert picked[0] == 0 and picked[-1] == 9 and len(picked) == 4
 
 
@@ -115,8 +116,8 @@ def test_a_refit_is_asked_for_only_when_errors_exceed_the_stated_accuracy() -> N
         _candidate(0, 1.0, 11.0, 1.0, measured={"prefill": 10.0, "decode": 1.0}),  # prefill +10%, decode 0%
         _candidate(1, 1.0, 9.0, 1.02, measured={"prefill": 10.0, "decode": 1.0}),  # prefill -10%, decode +2%
     ]
-    errors = verification.errors_pct(measured)
+    errors = errors_pct(measured)
     assert errors["prefill"] == pytest.approx([10.0, -10.0])
-    reasons = verification.needs_refit(errors, {"prefill": 4.0, "decode": 4.0}, tolerance=1.5, min_error_pct=3.0)
+    reasons = needs_refit(errors, {"prefill": 4.0, "decode": 4.0}, tolerance=1.5, min_error_pct=3.0)
     assert set(reasons) == {"prefill"} and "10.0%" in reasons["prefill"]
-    assert verification.needs_refit(errors, {"prefill": 8.0, "decode": 1.0}, tolerance=1.5, min_error_pct=3.0) == {}
+    assert needs_refit(errors, {"prefill": 8.0, "decode": 1.0}, tolerance=1.5, min_error_pct=3.0) == {}

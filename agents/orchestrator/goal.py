@@ -19,16 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hilnas.errors import UserError
 from latency_models.protocol import ProtocolConfig
 from search.families.mobilellm_flash.backbone import BackboneConfig
-from search.families.mobilellm_flash.pipeline_spec import (
-    CalibrationPlan,
-    ExportPlan,
-    FlashPipelineSpec,
-    SearchPlan,
-    VerifyPlan,
-)
+from search.families.mobilellm_flash.pipeline_spec import ExportPlan, FlashPipelineSpec, SearchPlan
 from search.families.mobilellm_flash.space import Workload
 from search.registry import available_families, describe_validation_error
 from search.spec import ConstraintSpec, ObjectiveSpec, find_named_file, read_mapping
+from search.staged_plans import CalibrationPlan, VerifyPlan
 
 BUILTIN_DIR = Path(__file__).parent / "goals"
 SUPPORTED_FAMILIES = ("mobilellm-flash",)

@@ -20,6 +20,7 @@ from db.session import session_scope
 from search.families.mobilellm_flash import verification
 from search.families.mobilellm_flash.pipeline import finished_candidates
 from search.pareto import hypervolume, pareto_mask
+from search.verification import feasible
 
 #: A predicted candidate within this share of a constraint's bound counts as nearly feasible.
 NEARLY_FEASIBLE = 0.25
@@ -219,9 +220,7 @@ def _hypervolume_per_round(
     names = goal.objective_names()
     history = []
     for round_ in sorted({c["round"] for c in candidates}):
-        found = [
-            c for c in candidates if c["round"] <= round_ and verification.feasible(_trial_values(c), goal.constraints)
-        ]
+        found = [c for c in candidates if c["round"] <= round_ and feasible(_trial_values(c), goal.constraints)]
         points = np.array([[_trial_values(c)[n] for n in names] for c in found]).reshape(-1, len(names))
         value = hypervolume(points[pareto_mask(points)], reference) if len(points) else 0.0
         history.append({"round": round_, "value": float(value), "candidates": len(found)})

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from search import staged_cli
+from search.families.edgetam import FAMILY
 from search.staged_cli import AddressOption, DbOption, store_url
 
 app = typer.Typer(
@@ -56,7 +57,7 @@ def _show_outputs(outputs: dict[str, dict], out: Console) -> None:
 
 staged_cli.add_run_commands(
     app,
-    kind="edgetam",
+    kind=FAMILY,
     family="EdgeTAM",
     resume_command=RESUME,
     load=_load,
@@ -81,11 +82,10 @@ def predict(
     from evaluators.vos.davis import DavisDataset
     from hilnas.errors import UserError
     from search.families.edgetam.family import load_checkpoint
-    from search.families.edgetam.pipeline import KIND
     from search.families.edgetam.training import write_predictions
     from search.staged import StagedRun
 
-    staged = StagedRun.load(store_url(db_url), run_id, KIND)
+    staged = StagedRun.load(store_url(db_url), run_id, FAMILY)
     verified = {s["name"]: s["output"] for s in staged.stages() if s["status"] == "done"}.get("verify", {})
     front = verified.get("front", [])
     if not front:

@@ -28,6 +28,7 @@ from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.backends import get_backend
 from latency_models.protocol import ProtocolConfig
+from search.families.edgetam import FAMILY
 from search.families.edgetam.latency import COMPONENTS, measure_components, measurement_rows
 from search.families.edgetam.model import EdgeTAM, EdgeTAMConfig
 from search.families.edgetam.space import (
@@ -99,7 +100,7 @@ class EdgeTAMOptions(EdgeTAMRecipe):
 
 
 class EdgeTAMFamily(Family):
-    name = "edgetam"
+    name = FAMILY
     description = "SAM 2-style video object segmentation with dense, pooled or 2D-perceiver memory"
     Options = EdgeTAMOptions
 

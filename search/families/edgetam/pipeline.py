@@ -31,18 +31,18 @@ from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.measurer import DeviceMeasurer
 from search.executor import describe_exception
+from search.families.edgetam import FAMILY
 from search.families.edgetam.family import EdgeTAMFamily, EdgeTAMOptions
 from search.families.edgetam.features import EDGETAM_FEATURES, PHASES, phase_features
 from search.families.edgetam.latency import COMPONENTS
 from search.families.edgetam.pipeline_spec import EdgeTAMPipelineSpec
-from search.families.mobilellm_flash.verification import feasible, needs_refit, spread
 from search.family import InvalidCandidate
 from search.pareto import pareto_mask
 from search.space import CategoricalParam, IntParam, SearchSpace
 from search.staged import StageContext, StagedRun
+from search.verification import errors_pct, feasible, needs_refit, spread
 
-KIND = "edgetam"
-FAMILY = "edgetam"
+KIND = FAMILY
 STAGES = ("teacher", "calibrate", "search", "verify", "export")
 FRAME = "edgetam_frame"
 #: Cheapest first when a categorical choice has no order of its own (the smallest-candidate check).
@@ -206,7 +206,7 @@ class EdgeTAMPipeline:
                         candidate["measured"] = {phase: row["median_ms"] for phase, row in rows.items()}
                         link_measurements(self.db_url, rows, candidate, search_id)
                     bar.advance(task)
-            errors = errors_pct([c for c in chosen if c.get("measured")])
+            errors = errors_pct(chosen)
             stated = {p: stated_accuracy(self.db_url, self.device, self.spec.backend, p)["mape"] for p in errors}
             reasons = needs_refit(errors, stated, plan.tolerance, plan.min_error_pct)
             measured_numbers = [c["number"] for c in chosen]
@@ -487,15 +487,6 @@ def front(candidates: list[dict[str, Any]], constraints: list, measured_only: bo
         return []
     mask = pareto_mask(np.array([point for _, point in pool]))
     return sorted((c for (c, _), keep in zip(pool, mask, strict=True) if keep), key=lambda c: -c["jf"])
-
-
-def errors_pct(measured: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Per predicted phase, the signed error (predicted - measured) / measured in percent."""
-    errors: dict[str, list[float]] = {}
-    for c in measured:
-        for phase, predicted in c["predicted"].items():
-            errors.setdefault(phase, []).append((predicted - c["measured"][phase]) / c["measured"][phase] * 100)
-    return errors
 
 
 def link_measurements(db_url: str, rows: dict[str, dict], candidate: dict[str, Any], search_id: int) -> None:

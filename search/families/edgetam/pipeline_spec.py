@@ -9,50 +9,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from hilnas.errors import UserError
 from latency_models.protocol import ProtocolConfig
+from search import staged_plans
 from search.families.edgetam.family import EdgeTAMRecipe
 from search.families.edgetam.latency import COMPONENTS
-from search.families.mobilellm_flash.pipeline_spec import VerifyPlan
 from search.registry import describe_validation_error
 from search.space import SearchSpace
 from search.spec import ConstraintSpec, find_named_file, read_mapping
+from search.staged_plans import PlanSection, VerifyPlan
 
 BUILTIN_DIR = Path(__file__).parent / "specs"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CalibrationPlan(staged_plans.CalibrationPlan):
+    """Fewer, costlier architectures than the LLM family (every component is measured), per-component fits."""
 
-
-class CalibrationPlan(_Section):
     budget: int = Field(12, ge=4, description="architectures measured on the device (each: every component)")
-    initial: int | None = Field(None, ge=2, description="space-filling design size (default: 2/3 of the budget)")
     pool: int = Field(60, ge=8, description="random valid candidates the design chooses from")
     components: bool = Field(True, description="also fit a predictor per component, not only per frame")
-    seed: int = 0
 
 
-class SearchPlan(_Section):
+class SearchPlan(staged_plans.SearchPlan):
     trials: int = Field(16, ge=1)
-    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     population_size: int = Field(8, ge=2)
-    seed: int = 0
-    batch_size: int = Field(4, ge=1)
-    max_concurrency: int = Field(2, ge=1)
-    trial_timeout_s: float = Field(1800.0, gt=0)
 
 
-class ExportPlan(_Section):
+class ExportPlan(PlanSection):
     max_models: int = Field(2, ge=0, description="verified-front candidates exported, best J&F first")
     graphs: list[Literal[COMPONENTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(COMPONENTS), description="which per-frame graphs become ExecuTorch programs"
     )
 
 
-class EdgeTAMPipelineSpec(_Section):
+class EdgeTAMPipelineSpec(PlanSection):
     """The recipe (data, widths, budgets), device, space, constraints and each stage's budget."""
 
     name: str = Field("edgetam", min_length=1, max_length=200)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from search import staged_cli
+from search.families.mobilellm_flash import FAMILY
 from search.staged_cli import AddressOption, DbOption, store_url
 
 app = typer.Typer(help="MobileLLM-Flash end to end: staged hardware-in-the-loop search.", no_args_is_help=True)
@@ -57,7 +58,7 @@ def _show_outputs(outputs: dict[str, dict], out: Console) -> None:
 
 staged_cli.add_run_commands(
     app,
-    kind="mobilellm-flash",
+    kind=FAMILY,
     family="MobileLLM-Flash",
     resume_command=RESUME,
     load=_load,

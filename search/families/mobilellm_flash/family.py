@@ -21,6 +21,7 @@ from pydantic import Field
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.protocol import ProtocolConfig
+from search.families.mobilellm_flash import FAMILY
 from search.families.mobilellm_flash.space import (
     ArchConfig,
     SpaceOptions,
@@ -56,7 +57,7 @@ class MobileLLMFlashOptions(FamilyOptions):
 
 
 class MobileLLMFlashFamily(Family):
-    name = "mobilellm-flash"
+    name = FAMILY
     description = "MobileLLM-style decoders with per-layer full/local/skipped attention, measured on ExecuTorch"
     Options = MobileLLMFlashOptions
 

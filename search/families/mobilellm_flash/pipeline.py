@@ -31,15 +31,15 @@ from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.measurer import DeviceMeasurer
 from search.executor import describe_exception
-from search.families.mobilellm_flash import verification
+from search.families.mobilellm_flash import FAMILY, verification
 from search.families.mobilellm_flash.pipeline_spec import FlashPipelineSpec
 from search.families.mobilellm_flash.space import ArchConfig, pruned_candidate, pruned_space
 from search.family import InvalidCandidate
 from search.space import SearchSpace
 from search.staged import StageContext, StagedRun
+from search.verification import errors_pct, needs_refit, spread
 
-KIND = "mobilellm-flash"
-FAMILY = "mobilellm-flash"
+KIND = FAMILY
 STAGES = ("backbone", "calibrate", "search", "verify", "export")
 IMPORTANCE_WINDOWS = 32
 
@@ -208,7 +208,7 @@ class FlashWork:
         candidates and how many the device measured (cached ones cost nothing)."""
         measurable = [c for c in candidates if not c.get("failed")]
         chosen = [c for c in verification.front(measurable, self.spec.constraints, False) if not c.get("measured")]
-        chosen = verification.spread(chosen, max_points)
+        chosen = spread(chosen, max_points)
         fresh = 0
         with _bar(self.console) as bar:
             task = bar.add_task(f"{title}: measuring", total=len(chosen))
@@ -231,9 +231,9 @@ class FlashWork:
         the phases that need a refit (with the reason)."""
         from latency_models.fitting import stated_accuracy
 
-        errors = verification.errors_pct(chosen)
+        errors = errors_pct(chosen)
         stated = {p: stated_accuracy(self.db_url, self.device, self.spec.backend, p)["mape"] for p in errors}
-        reasons = verification.needs_refit(errors, stated, tolerance, min_error_pct)
+        reasons = needs_refit(errors, stated, tolerance, min_error_pct)
         for phase, values in errors.items():
             if values:
                 mean_abs = sum(abs(v) for v in values) / len(values)

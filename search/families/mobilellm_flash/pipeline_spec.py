@@ -7,60 +7,36 @@ Every field has a default that runs on one 2-core machine; the built-in ``flash-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from hilnas.errors import UserError
 from latency_models.protocol import ProtocolConfig
+from search import staged_plans
 from search.families.mobilellm_flash.backbone import BackboneConfig
 from search.families.mobilellm_flash.space import Workload
 from search.registry import describe_validation_error
 from search.spec import ConstraintSpec, find_named_file, read_mapping
+from search.staged_plans import CalibrationPlan, PlanSection, VerifyPlan
 
 BUILTIN_DIR = Path(__file__).parent / "specs"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SearchPlan(staged_plans.SearchPlan):
+    """The shared search budget plus each candidate's continued pretraining."""
 
-
-class CalibrationPlan(_Section):
-    budget: int = Field(10, ge=4, description="architectures measured on the device (each: prefill + decode)")
-    initial: int | None = Field(None, ge=2, description="space-filling design size (default: 2/3 of the budget)")
-    pool: int = Field(300, ge=10, description="random candidates the design chooses from")
-    seed: int = 0
-
-
-class SearchPlan(_Section):
-    trials: int = Field(24, ge=1)
-    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
-    population_size: int = Field(12, ge=2)
-    seed: int = 0
-    batch_size: int = Field(4, ge=1)
-    max_concurrency: int = Field(2, ge=1)
     distill_tokens: int = Field(32_768, ge=0, description="continued-pretraining tokens per candidate")
     distill_batch: int = Field(8, ge=1)
     threads: int = Field(1, ge=1, description="torch threads per candidate")
-    trial_timeout_s: float = Field(1800.0, gt=0)
 
 
-class VerifyPlan(_Section):
-    max_points: int = Field(6, ge=1, description="predicted-front candidates measured per round")
-    max_rounds: int = Field(2, ge=1, description="refit-and-re-verify rounds at most")
-    tolerance: float = Field(
-        1.5, gt=0, description="refit when the mean error exceeds this multiple of the predictor's stated MAPE"
-    )
-    min_error_pct: float = Field(3.0, ge=0, description="errors below this are within measurement noise")
-
-
-class ExportPlan(_Section):
+class ExportPlan(PlanSection):
     max_models: int = Field(3, ge=0)
     prompt: str = "Return the number of items in the"
     new_tokens: int = Field(24, ge=1)
 
 
-class FlashPipelineSpec(_Section):
+class FlashPipelineSpec(PlanSection):
     """Backbone, device, the shapes latency is judged at, constraints, and each stage's budget."""
 
     name: str = Field("mobilellm-flash", min_length=1, max_length=200)

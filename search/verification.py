@@ -1,0 +1,60 @@
+"""The arithmetic every staged pipeline's verify stage shares: which predicted-front candidates to measure, how
+far the predictor was off on them, and whether that calls for a refit.
+
+Free of I/O so that it can be tested on hand-made numbers. A candidate is a dict whose ``predicted`` maps a
+latency phase to milliseconds and, once measured, whose ``measured`` does the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from search.spec import ConstraintSpec
+
+
+def feasible(values: dict[str, float], constraints: list[ConstraintSpec]) -> bool:
+    """Every constraint on a metric in ``values`` holds (constraints on other metrics do not apply)."""
+    return all(c.metric not in values or c.violation(values[c.metric]) <= 0 for c in constraints)
+
+
+def spread(candidates: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """At most ``k`` candidates spread evenly along a sorted front (both ends kept)."""
+    if len(candidates) <= k:
+        return list(candidates)
+    picks = np.unique(np.round(np.linspace(0, len(candidates) - 1, k)).astype(int))
+    return [candidates[i] for i in picks]
+
+
+def errors_pct(candidates: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per predicted phase, the signed error (predicted - measured) / measured in percent, over the candidates
+    measured in that phase."""
+    errors: dict[str, list[float]] = {}
+    for candidate in candidates:
+        measured = candidate.get("measured") or {}
+        for phase, predicted in candidate["predicted"].items():
+            if phase in measured:
+                truth = float(measured[phase])
+                errors.setdefault(phase, []).append((float(predicted) - truth) / truth * 100)
+    return errors
+
+
+def needs_refit(
+    errors: dict[str, list[float]], stated_mape: dict[str, float | None], tolerance: float, min_error_pct: float
+) -> dict[str, str]:
+    """Phases whose mean absolute error on the front exceeds what their predictor promised, with the reason."""
+    reasons = {}
+    for phase, values in errors.items():
+        if not values:
+            continue
+        mean_abs = float(np.mean(np.abs(values)))
+        promised = stated_mape.get(phase)
+        allowed = max(min_error_pct, tolerance * promised) if promised is not None else min_error_pct
+        if mean_abs > allowed:
+            stated = f"{promised:.1f}%" if promised is not None else "unknown"
+            reasons[phase] = (
+                f"{phase}: mean error {mean_abs:.1f}% on the front, above {allowed:.1f}% "
+                f"({tolerance:g} x the predictor's stated MAPE {stated}, at least {min_error_pct:g}%)"
+            )
+    return reasons
