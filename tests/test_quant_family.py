@@ -167,10 +167,11 @@ def test_quant_eval_command_on_a_hugging_face_folder_and_its_bad_input(tmp_path:
     save_hf_llama(tiny_model(), tiny_tokenizer(), folder)
     common = ["--model", str(folder), "--seq-len", "16", "--heldout", "4", "--calibration", "4"]
     result = _hilnas(
-        "quant", "eval", *common, "--rotation", "random_hadamard", "--bits", "W4A8KV8", "--gptq", db_url=db_url
-    )
+        "quant", "eval", *common, "--rotation", "random_hadamard", "--bits", "W4A8KV8", "--gptq", "--w-clip-search",
+        db_url=db_url,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for shown in ("FP32", "W4A8KV8", "random_hadamard", "GPTQ", "standard-library corpus"):
+    for shown in ("FP32", "W4A8KV8", "random_hadamard", "GPTQ+clip", "standard-library corpus"):
         assert shown in result.stdout
     # (unknown rotation kinds and too small a calibration set are the same UserError path, tested in Python)
     bad = _hilnas("quant", "eval", *common, "--bits", "W4A1KV4", db_url=db_url)

@@ -36,6 +36,19 @@ def test_weight_quantization_is_symmetric_per_output_channel(bits: int) -> None:
     assert torch.all((quantized - weight).abs() <= scale / 2 + 1e-6)
 
 
+def test_weight_clip_search_shrinks_a_row_with_an_outlier_and_never_rounds_worse() -> None:
+    weight = torch.randn(8, 256, generator=_generator(3))
+    weight[0, 0] = 12.0  # one outlier stretches row 0's grid over empty range
+    full = quantize_weight(weight, 4)
+    searched = quantize_weight(weight, 4, clip_search=True)
+    row_error = lambda q: (q - weight).pow(2).sum(dim=1)  # noqa: E731
+    assert torch.all(row_error(searched) <= row_error(full) + 1e-6)
+    assert row_error(searched)[0] < 0.8 * row_error(full)[0]
+    assert weight_scale(weight, 4, clip_search=True)[0] < weight_scale(weight, 4)[0]
+    levels = searched / weight_scale(weight, 4, clip_search=True)
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.abs().max() <= 8
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_activation_quantization_is_per_token_asymmetric_with_clipping(bits: int) -> None:
     x = torch.randn(5, 64, generator=_generator(1)) + 3.0  # off-centre: symmetric grids would waste levels

@@ -77,6 +77,13 @@ def evaluate(
     gptq: Annotated[bool, typer.Option("--gptq/--rtn", help="GPTQ or round-to-nearest weights")] = False,
     a_clip: Annotated[float, typer.Option(help="activation clipping ratio")] = 1.0,
     kv_clip: Annotated[float, typer.Option(help="KV-cache clipping ratio")] = 1.0,
+    w_clip_search: Annotated[
+        bool,
+        typer.Option(
+            "--w-clip-search/--w-full-range",
+            help="shrink each weight row's range to the least-squared-error ratio, or keep its max |w|",
+        ),
+    ] = False,
     seq_len: Annotated[int, typer.Option(help="predicted tokens per window")] = 128,
     calibration: Annotated[int, typer.Option(help="calibration windows (learned rotations, GPTQ)")] = 128,
     heldout: Annotated[int, typer.Option(help="held-out windows scored")] = 32,
@@ -90,7 +97,7 @@ def evaluate(
     from search.families.quant_rotation.target import load_target
 
     recipe = Recipe(
-        spec=QuantSpec.parse(bits, a_clip=a_clip, kv_clip=kv_clip),
+        spec=QuantSpec.parse(bits, a_clip=a_clip, kv_clip=kv_clip, w_clip_search=w_clip_search),
         rotation=rotation,
         seed=seed,
         gptq=gptq,
@@ -106,7 +113,7 @@ def evaluate(
     table.add_row(
         recipe.spec.label,
         rotation,
-        "GPTQ" if gptq else "RTN",
+        ("GPTQ" if gptq else "RTN") + ("+clip" if w_clip_search else ""),
         f"{outcome.ppl:.3f}",
         f"{outcome.size_mb:.3f}",
         f"{outcome.cayley_s:.1f}" if rotation == "learned" else "",

@@ -61,6 +61,7 @@ class QuantRotationFamily(Family):
                 "a_clip": FloatParam(low=0.7, high=1.0, step=0.05),
                 "kv_clip": FloatParam(low=0.7, high=1.0, step=0.05),
                 "gptq": on_off,
+                "w_clip_search": on_off,
             }
         )
 
@@ -89,6 +90,7 @@ class QuantRotationFamily(Family):
                 a_clip=float(params.get("a_clip", 1.0)),
                 kv_clip=float(params.get("kv_clip", 1.0)),
                 kv_group=self.options.kv_group,
+                w_clip_search=bool(params.get("w_clip_search", False)),
             )
             return Recipe(
                 spec=spec,

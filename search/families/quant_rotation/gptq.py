@@ -19,7 +19,7 @@ from search.families.quant_rotation.quantizers import weight_scale
 DAMPING = 0.01  # fraction of the mean Hessian diagonal added for numerical stability
 
 
-def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int) -> Tensor:
+def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, clip_search: bool = False) -> Tensor:
     """The GPTQ-quantized (dequantized, same dtype) copy of ``weight`` (out, in) given ``hessian`` (in, in)."""
     w = weight.double().clone()
     h = hessian.double().clone()
@@ -29,7 +29,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int) -> Tensor:
     h += DAMPING * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
     # Upper Cholesky factor of H^-1: row i holds how column i's error spreads to later columns.
     inverse_factor = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    scale = weight_scale(w, bits)
+    scale = weight_scale(w, bits, clip_search)
     qmax = 2 ** (bits - 1) - 1
     for i in range(w.shape[1]):
         column = w[:, i]
@@ -58,4 +58,6 @@ def apply_gptq(model: QuantizedModel, calibration: Tensor, batch_size: int = 8) 
         model(calibration[start : start + batch_size])
     for layer in linears:
         layer.observer = None
-        layer.weight.copy_(gptq_quantize(layer.weight, hessians[layer.name], model.spec.w_bits))
+        layer.weight.copy_(
+            gptq_quantize(layer.weight, hessians[layer.name], model.spec.w_bits, model.spec.w_clip_search)
+        )

@@ -53,7 +53,11 @@ class QuantLinear(nn.Module):
         x = quantize_asymmetric(x, self.spec.a_bits, self.spec.a_clip)
         if self.observer is not None:
             self.observer(self.name, x)
-        weight = self.weight if self.weight_bits is None else quantize_weight(self.weight, self.weight_bits)
+        weight = (
+            self.weight
+            if self.weight_bits is None
+            else quantize_weight(self.weight, self.weight_bits, self.spec.w_clip_search)
+        )
         return F.linear(x, weight)
 
 

@@ -4,6 +4,8 @@ Nothing here produces integer kernels: the numbers show what a W/A/KV bit settin
 not how fast it runs. Conventions (as in SpinQuant/QuaRot): weights per output channel, symmetric;
 activations per token, asymmetric, min/max scaled by a clipping ratio; the KV cache per token and
 head in groups of ``kv_group`` features, asymmetric. 16 bits means "left in floating point".
+Weight grids may shrink each row's range to the ratio with the least squared rounding error
+(``w_clip_search``, QuaRot's ``--w_clip``): outlying weights are clipped when that helps the rest.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class QuantSpec:
     a_clip: float = 1.0
     kv_clip: float = 1.0
     kv_group: int | None = None  # features per KV quantization group; None = one group per head
+    w_clip_search: bool = False  # per-row weight range shrunk to the least-squared-error ratio
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "The weight")
@@ -51,13 +54,20 @@ class QuantSpec:
             raise UserError(f"The KV group size {self.kv_group} must be positive.")
 
     @classmethod
-    def parse(cls, setting: str, a_clip: float = 1.0, kv_clip: float = 1.0, kv_group: int | None = None) -> QuantSpec:
+    def parse(
+        cls,
+        setting: str,
+        a_clip: float = 1.0,
+        kv_clip: float = 1.0,
+        kv_group: int | None = None,
+        w_clip_search: bool = False,
+    ) -> QuantSpec:
         """``W4A4KV4``, ``W4A8KV8``, ``W4A16`` (no KV part: the cache stays in floating point)."""
         match = _SETTING.match(setting.strip())
         if match is None:
             raise UserError(f"Cannot read the bit setting {setting!r}; write it like W4A4KV4 or W4A16.")
         w, a, kv = (int(g) if g is not None else FULL_PRECISION_BITS for g in match.groups())
-        return cls(w, a, kv, a_clip, kv_clip, kv_group)
+        return cls(w, a, kv, a_clip, kv_clip, kv_group, w_clip_search)
 
     @property
     def label(self) -> str:
@@ -70,19 +80,38 @@ def round_ste(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def quantize_weight(weight: Tensor, bits: int) -> Tensor:
+#: Range ratios tried by the weight clipping search, full range first.
+W_CLIP_RATIOS = tuple(1.0 - 0.02 * i for i in range(21))
+
+
+def quantize_weight(weight: Tensor, bits: int, clip_search: bool = False) -> Tensor:
     """Symmetric per-output-channel RTN: each row on its own grid of 2^bits levels."""
     if bits >= FULL_PRECISION_BITS:
         return weight
-    scale = weight_scale(weight, bits)
+    scale = weight_scale(weight, bits, clip_search)
     qmax = 2 ** (bits - 1) - 1
     return torch.clamp(round_ste(weight / scale), -qmax - 1, qmax) * scale
 
 
-def weight_scale(weight: Tensor, bits: int) -> Tensor:
-    """Step size per output row (shape (out, 1)); shared by RTN and GPTQ."""
+def weight_scale(weight: Tensor, bits: int, clip_search: bool = False) -> Tensor:
+    """Step size per output row (shape (out, 1)); shared by RTN and GPTQ. With ``clip_search`` each row's
+    range is its max |w| times the ratio of ``W_CLIP_RATIOS`` that rounds the row with the least squared error
+    (chosen without gradients; the scale stays differentiable through max |w|)."""
     qmax = 2 ** (bits - 1) - 1
-    return weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / qmax
+    amax = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)
+    if not clip_search:
+        return amax / qmax
+    with torch.no_grad():
+        best_ratio = torch.ones_like(amax)
+        best_error = torch.full_like(amax, float("inf"))
+        for ratio in W_CLIP_RATIOS:
+            scale = amax * ratio / qmax
+            rounded = torch.clamp(torch.round(weight / scale), -qmax - 1, qmax) * scale
+            error = (rounded - weight).pow(2).sum(dim=1, keepdim=True)
+            better = error < best_error
+            best_error = torch.where(better, error, best_error)
+            best_ratio = torch.where(better, torch.full_like(amax, ratio), best_ratio)
+    return amax * best_ratio / qmax
 
 
 def quantize_asymmetric(x: Tensor, bits: int, clip: float = 1.0) -> Tensor:
