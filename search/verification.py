@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from search.pareto import hypervolume
 from search.spec import ConstraintSpec
 
 
@@ -19,12 +20,24 @@ def feasible(values: dict[str, float], constraints: list[ConstraintSpec]) -> boo
     return all(c.metric not in values or c.violation(values[c.metric]) <= 0 for c in constraints)
 
 
-def spread(candidates: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """At most ``k`` candidates spread evenly along a sorted front (both ends kept)."""
+def most_hypervolume(candidates: list[dict[str, Any]], points: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """At most ``k`` candidates, chosen greedily for the hypervolume their ``points`` (one row of minimised
+    objectives per candidate) dominate together, kept in their given order.
+
+    The verified front is judged by its hypervolume, so a few measurements go where the predicted front has
+    most of it rather than evenly along it. Objectives are scaled to [0, 1] over the candidates and the
+    reference point is 1.1 in each, as the search's own hypervolume is.
+    """
     if len(candidates) <= k:
         return list(candidates)
-    picks = np.unique(np.round(np.linspace(0, len(candidates) - 1, k)).astype(int))
-    return [candidates[i] for i in picks]
+    low, high = points.min(axis=0), points.max(axis=0)
+    scaled = (points - low) / np.where(high > low, high - low, 1.0)
+    reference = np.full(points.shape[1], 1.1)
+    chosen: list[int] = []
+    for _ in range(k):
+        remaining = [i for i in range(len(candidates)) if i not in chosen]
+        chosen.append(max(remaining, key=lambda i: hypervolume(scaled[[*chosen, i]], reference)))
+    return [candidates[i] for i in sorted(chosen)]
 
 
 def errors_pct(candidates: list[dict[str, Any]]) -> dict[str, list[float]]:

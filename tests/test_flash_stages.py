@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import optuna
 import pytest
 
@@ -10,9 +13,10 @@ from search.families.mobilellm_flash import verification
 from search.families.mobilellm_flash.pruning import check_subarchitecture
 from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload, pruned_candidate, pruned_space
 from search.family import InvalidCandidate
+from search.pareto import hypervolume
 from search.spec import ConstraintSpec
 from search.staged import StagedRun
-from search.verification import errors_pct, needs_refit, spread
+from search.verification import errors_pct, most_hypervolume, needs_refit
 
 BACKBONE = ArchConfig(
     vocab_size=512,
@@ -105,10 +109,16 @@ def test_the_front_uses_measurements_over_predictions_and_respects_constraints()
     assert verification.front(candidates, limit, measured_only=True) == []
 
 
-def test_spread_keeps_both_ends_of_the_front() -> None:
-    items = [{"number": i} for i in range(10)]
-    picked = [x["number"] for x in spread(items, 4)]
-    assert picked[0] == 0 and picked[-1] == 9 and len(picked) == 4
+def test_verification_picks_the_front_points_that_dominate_the_most_hypervolume() -> None:
+    # A two-objective front: a knee at (0.2, 0.2) and points along both axes.
+    points = np.array([[0.0, 1.0], [0.05, 0.6], [0.2, 0.2], [0.6, 0.05], [1.0, 0.0]])
+    items = [{"number": i} for i in range(len(points))]
+    assert [x["number"] for x in most_hypervolume(items, points, 1)] == [2]  # the knee alone dominates most
+    picked = most_hypervolume(items, points, 3)
+    assert [x["number"] for x in picked] == [1, 2, 3]  # greedy: the knee, then its neighbours; order kept
+    best = max(hypervolume(points[list(trio)], [1.1, 1.1]) for trio in itertools.combinations(range(len(points)), 3))
+    assert hypervolume(points[[1, 2, 3]], [1.1, 1.1]) == pytest.approx(best)
+    assert most_hypervolume(items[:2], points[:2], 3) == items[:2]
 
 
 def test_a_refit_is_asked_for_only_when_errors_exceed_the_stated_accuracy() -> None:

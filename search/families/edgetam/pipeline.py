@@ -40,7 +40,7 @@ from search.family import InvalidCandidate
 from search.pareto import pareto_mask
 from search.space import CategoricalParam, IntParam, SearchSpace
 from search.staged import StageContext, StagedRun
-from search.verification import errors_pct, feasible, needs_refit, spread
+from search.verification import errors_pct, feasible, most_hypervolume, needs_refit
 
 KIND = FAMILY
 STAGES = ("teacher", "calibrate", "search", "verify", "export")
@@ -191,7 +191,8 @@ class EdgeTAMPipeline:
         plan, rounds = self.spec.verify, []
         for round_index in range(plan.max_rounds):
             chosen = [c for c in front(candidates, self.spec.constraints, False) if not c.get("measured")]
-            chosen = spread(chosen, plan.max_points)
+            points = np.array([[-c["jf"], _estimate(c, False), c["params_count"]] for c in chosen])
+            chosen = most_hypervolume(chosen, points, plan.max_points)
             with _bar(self.console) as bar:
                 task = bar.add_task(f"verify round {round_index + 1}: measuring", total=len(chosen))
                 for candidate in chosen:

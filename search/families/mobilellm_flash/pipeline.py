@@ -37,7 +37,7 @@ from search.families.mobilellm_flash.space import ArchConfig, pruned_candidate, 
 from search.family import InvalidCandidate
 from search.space import SearchSpace
 from search.staged import StageContext, StagedRun
-from search.verification import errors_pct, needs_refit, spread
+from search.verification import errors_pct, most_hypervolume, needs_refit
 
 KIND = FAMILY
 STAGES = ("backbone", "calibrate", "search", "verify", "export")
@@ -203,12 +203,12 @@ class FlashWork:
     def measure_front(
         self, candidates: list[dict[str, Any]], measurer: DeviceMeasurer, max_points: int, title: str
     ) -> tuple[list[dict[str, Any]], int]:
-        """Measure up to ``max_points`` not yet measured candidates spread along the predicted front (the spec's
-        constraints judged on the best-known latency); each gets ``measured`` or ``failed``. Returns the chosen
-        candidates and how many the device measured (cached ones cost nothing)."""
+        """Measure up to ``max_points`` not yet measured candidates of the predicted front (the spec's constraints
+        judged on the best-known latency), where it has the most hypervolume; each gets ``measured`` or
+        ``failed``. Returns the chosen candidates and how many the device measured (cached ones cost nothing)."""
         measurable = [c for c in candidates if not c.get("failed")]
         chosen = [c for c in verification.front(measurable, self.spec.constraints, False) if not c.get("measured")]
-        chosen = spread(chosen, max_points)
+        chosen = most_hypervolume(chosen, verification.objective_points(chosen), max_points)
         fresh = 0
         with _bar(self.console) as bar:
             task = bar.add_task(f"{title}: measuring", total=len(chosen))

@@ -34,6 +34,11 @@ def _metrics(candidate: dict[str, Any], measured_only: bool) -> dict[str, float]
     return values
 
 
+def objective_points(candidates: list[dict[str, Any]]) -> np.ndarray:
+    """(loss, prefill ms, decode ms) per candidate on the best-known latency, one row each."""
+    return np.array([[float(c["loss"]), *(estimate(c, phase) for phase in PHASES)] for c in candidates])
+
+
 def front(candidates: list[dict[str, Any]], constraints: list[ConstraintSpec], measured_only: bool) -> list[dict]:
     """Feasible Pareto-optimal candidates in (loss, prefill ms, decode ms), sorted by loss.
 
