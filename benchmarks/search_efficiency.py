@@ -1,6 +1,6 @@
 """Does predictor-guided staged search find the front with a fraction of the device measurements?
 
-``python -m benchmarks.search_efficiency [--quick] [--backend executorch-xnnpack|torch-eager]`` runs, on
+``python -m benchmarks.search_efficiency [--quick] [--seed N] [--backend executorch-xnnpack|torch-eager]`` runs, on
 one backbone and in a fresh store, (a) the staged MobileLLM-Flash pipeline (calibrate, search on
 predicted latency, verify the front on the device), (b) NSGA-II measuring every candidate on the device
 and (c) random search measuring every candidate, all with the same number of candidates trained and
@@ -31,7 +31,7 @@ if not console.is_terminal:  # a log file: keep the table's columns readable
 OBJECTIVES = ("loss", "prefill_ms", "decode_ms")
 
 
-def _spec(quick: bool, backend: str, trials: int):  # noqa: ANN202 - a FlashPipelineSpec
+def _spec(quick: bool, backend: str, trials: int, seed: int):  # noqa: ANN202 - a FlashPipelineSpec
     from search.families.mobilellm_flash.pipeline_spec import FlashPipelineSpec
 
     backbone = (
@@ -48,9 +48,10 @@ def _spec(quick: bool, backend: str, trials: int):  # noqa: ANN202 - a FlashPipe
             "backend": backend,
             "protocol": {"max_repeats": 3000},  # sub-millisecond decode steps need more repeats (see flash-demo)
             "workload": {"prefill_len": 128, "decode_kv_len": 256},
-            "calibration": {"budget": calibration_budget, "pool": 300},
+            "calibration": {"budget": calibration_budget, "pool": 300, "seed": seed},
             "search": {
                 "trials": trials,
+                "seed": seed,
                 "population_size": 12,
                 "batch_size": 4,
                 "max_concurrency": 2,
@@ -88,6 +89,7 @@ def main() -> None:
         "--backend", default=None, help="executorch-xnnpack (default) or torch-eager (default with --quick)"
     )
     parser.add_argument("--trials", type=int, default=None, help="candidates trained and scored per arm")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration design and of every sampler")
     args = parser.parse_args()
     trials = args.trials or (80 if args.quick else 100)
     # Measuring every candidate of two arms through ExecuTorch costs an export each (tens of seconds on
@@ -107,7 +109,7 @@ def main() -> None:
     from search.progress import search_progress
     from search.spec import parse_spec
 
-    spec = _spec(args.quick, backend, trials)
+    spec = _spec(args.quick, backend, trials, args.seed)
     rows: dict[str, dict] = {}
 
     started = time.perf_counter()
@@ -152,7 +154,8 @@ def main() -> None:
         "hypervolume",
         "% of reference",
         "minutes",
-        title=f"Search efficiency ({backend}, {'quick' if args.quick else 'full'}: {trials} candidates per arm)",
+        title=f"Search efficiency ({backend}, {'quick' if args.quick else 'full'}: {trials} candidates per arm, "
+        f"seed {args.seed})",
     )
     for label, row in rows.items():
         hv = _hypervolume(row["points"], low, high)
