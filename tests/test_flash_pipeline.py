@@ -98,9 +98,13 @@ def test_constraints_no_candidate_can_meet_are_refused_before_anything_is_stored
     [
         ({"checkpoint": "/nowhere/llama"}, "/nowhere/llama"),
         ({"corpus": "/nowhere/corpus.txt"}, "/nowhere/corpus.txt"),
+        (
+            {"max_context": 40, "seq_len": 32},
+            "needs 49 positions (prefill 32, KV 48 plus the new token) but its backbone covers 40"[8:],
+        ),
     ],
 )
-def test_a_missing_checkpoint_or_corpus_is_one_sentence_and_exit_2(
+def test_a_missing_checkpoint_or_corpus_or_too_short_a_context_is_one_sentence_and_exit_2(
     backbone: dict, message: str, corpus_file: Path, sqlite_url: str, tmp_path: Path
 ) -> None:
     spec = tiny_spec(corpus_file)

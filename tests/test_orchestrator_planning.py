@@ -177,6 +177,7 @@ def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *arg
         ({"budgets": {"wall_time_s": -5}}, "budgets.wall_time_s: Input should be greater than 0"),
         ({"constraints": [{"metric": "energy_mj", "max": 3}]}, "names 'energy_mj'"),
         ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+        ({"workload": {"decode_kv_len": 512}}, "needs 513 positions (prefill 128, KV 512 plus the new token)"),
     ],
 )
 def test_bad_goals_are_one_sentence_exit_2_and_store_nothing(
@@ -210,6 +211,6 @@ def test_the_built_in_goal_is_valid() -> None:
     from agents.orchestrator.goal import load_goal
 
     goal = load_goal("flash-goal")
-    assert goal.describe() == "decode_ms <= 20, loss <= 5.6 at prefill 128 / KV 512 on hw:local-cpu"
+    assert goal.describe() == "decode_ms <= 20, loss <= 5.6 at prefill 128 / KV 511 on hw:local-cpu"
     with pytest.raises(UserError, match="no built-in one of that name"):
         load_goal("nope")

@@ -1,7 +1,7 @@
 """What a user asks the agent for: a goal file (YAML, TOML or JSON) or a built-in goal name.
 
 A goal names the family, the objectives, the constraints the result must meet on the device
-(e.g. ``{metric: decode_ms, max: 20}`` at ``workload: {decode_kv_len: 512}`` on ``device: local-cpu``),
+(e.g. ``{metric: decode_ms, max: 20}`` at ``workload: {decode_kv_len: 511}`` on ``device: local-cpu``),
 an optional quality target (``target: {metric: loss, max: 5.6}``) and the budgets the agent may spend
 (wall time, trials, device measurements, planning rounds). The family's settings (backbone, backend,
 protocol, workload) and the per-round defaults (``calibration.budget`` measurements to fit the first
@@ -19,7 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hilnas.errors import UserError
 from latency_models.protocol import ProtocolConfig
 from search.families.mobilellm_flash.backbone import BackboneConfig
-from search.families.mobilellm_flash.pipeline_spec import ExportPlan, FlashPipelineSpec, SearchPlan
+from search.families.mobilellm_flash.pipeline_spec import (
+    ExportPlan,
+    FlashPipelineSpec,
+    SearchPlan,
+    check_workload_fits,
+)
 from search.families.mobilellm_flash.space import Workload
 from search.registry import available_families, describe_validation_error
 from search.spec import ConstraintSpec, ObjectiveSpec, find_named_file, read_mapping
@@ -81,7 +86,7 @@ class Goal(_Section):
         return self.target is None or loss <= self.target.max
 
     def describe(self) -> str:
-        """The goal in one line, e.g. ``decode_ms <= 20, loss <= 5.6 at prefill 128 / KV 512 on hw:local-cpu``."""
+        """The goal in one line, e.g. ``decode_ms <= 20, loss <= 5.6 at prefill 128 / KV 511 on hw:local-cpu``."""
         bounds = [
             f"{c.metric} {'<=' if c.max is not None else '>='} {c.max if c.max is not None else c.min:g}"
             for c in self.constraints
@@ -115,6 +120,7 @@ def parse_goal(data: dict, origin: str = "goal") -> Goal:
         goal = Goal.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"The goal {origin} is invalid: {describe_validation_error(exc)}.") from exc
+    check_workload_fits(goal.backbone, goal.workload, f"goal {origin}")
     named = [o.name for o in goal.objectives or []] + [c.metric for c in goal.constraints]
     unknown = sorted(set(named) - set(METRICS))
     if unknown:

@@ -53,6 +53,17 @@ class FlashPipelineSpec(PlanSection):
     export: ExportPlan = Field(default_factory=ExportPlan)
 
 
+def check_workload_fits(backbone: BackboneConfig, workload: Workload, origin: str) -> None:
+    """A backbone hilnas trains must cover the workload's positions; refuse before anything is trained (a
+    checkpoint's context is only known once it is read, and the pipeline checks it then)."""
+    if backbone.checkpoint is None and workload.context > backbone.max_context:
+        raise UserError(
+            f"The {origin} needs {workload.context} positions (prefill {workload.prefill_len}, KV "
+            f"{workload.decode_kv_len} plus the new token) but its backbone covers {backbone.max_context}; "
+            f"lower the workload or raise backbone.max_context."
+        )
+
+
 def load_pipeline_spec(target: str | None) -> FlashPipelineSpec:
     """A spec from a file, a built-in name, or the defaults when ``target`` is None."""
     if target is None:
@@ -60,6 +71,8 @@ def load_pipeline_spec(target: str | None) -> FlashPipelineSpec:
     path = find_named_file(target, BUILTIN_DIR, "pipeline spec")
     data = read_mapping(path)
     try:
-        return FlashPipelineSpec.model_validate(data)
+        spec = FlashPipelineSpec.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"The pipeline spec {target} is invalid: {describe_validation_error(exc)}.") from exc
+    check_workload_fits(spec.backbone, spec.workload, f"pipeline spec {target}")
+    return spec
