@@ -191,7 +191,7 @@ class EdgeTAMPipeline:
         plan, rounds = self.spec.verify, []
         for round_index in range(plan.max_rounds):
             chosen = [c for c in front(candidates, self.spec.constraints, False) if not c.get("measured")]
-            points = np.array([[-c["jf"], _estimate(c, False), c["params_count"]] for c in chosen])
+            points = np.array([_objective_point(c, _estimate(c, False)) for c in chosen])
             chosen = most_hypervolume(chosen, points, plan.max_points)
             with _bar(self.console) as bar:
                 task = bar.add_task(f"verify round {round_index + 1}: measuring", total=len(chosen))
@@ -476,6 +476,11 @@ def _estimate(candidate: dict[str, Any], measured_only: bool) -> float | None:
     return measured if measured is not None or measured_only else candidate["predicted"][FRAME]
 
 
+def _objective_point(candidate: dict[str, Any], frame_ms: float) -> list[float]:
+    """(-J&F, frame ms, parameters): the minimised objectives the front and the verify choice are judged by."""
+    return [-candidate["jf"], frame_ms, candidate["params_count"]]
+
+
 def front(candidates: list[dict[str, Any]], constraints: list, measured_only: bool) -> list[dict[str, Any]]:
     """Feasible Pareto-optimal candidates in (J&F up, frame ms down, parameters down), best J&F first."""
     pool = []
@@ -483,7 +488,7 @@ def front(candidates: list[dict[str, Any]], constraints: list, measured_only: bo
         frame_ms = _estimate(c, measured_only)
         values = {"jf": c["jf"], "frame_ms": frame_ms, "params": c["params_count"]}
         if frame_ms is not None and not c.get("failed") and feasible(values, constraints):
-            pool.append((c, [-c["jf"], frame_ms, c["params_count"]]))
+            pool.append((c, _objective_point(c, frame_ms)))
     if not pool:
         return []
     mask = pareto_mask(np.array([point for _, point in pool]))
