@@ -118,8 +118,9 @@ class DeviceActor:
         return _node_label()
 
 
-#: (Ray job, device) -> the handle this process holds for the whole Ray session (see ``device_actor``).
-_held_actors: dict[tuple[str, str], ray.actor.ActorHandle] = {}
+#: device -> the handle this process holds for the current Ray session (see ``device_actor``).
+_held_actors: dict[str, ray.actor.ActorHandle] = {}
+_held_session: tuple[str, str] | None = None  # (GCS address, job id) the handles belong to
 
 
 def device_actor(device: str) -> ray.actor.ActorHandle:
@@ -127,11 +128,18 @@ def device_actor(device: str) -> ray.actor.ActorHandle:
 
     This process keeps one handle per device for as long as its Ray session lasts: Ray kills an actor once
     every handle its creator held is gone, so a pipeline whose stages each took and dropped a handle saw the
-    actor die under the next stage's measurements (ActorDiedError, seen in CI).
+    actor die under the next stage's measurements (ActorDiedError, seen in CI). A new session (after
+    ``ray.shutdown``) drops the old handles: job ids restart at the same value in every fresh cluster, so the
+    session is told apart by its GCS address too.
     """
-    key = (ray.get_runtime_context().get_job_id(), device)
-    if key not in _held_actors:
-        _held_actors[key] = DeviceActor.options(
+    global _held_session
+    context = ray.get_runtime_context()
+    session = (context.gcs_address, context.get_job_id())
+    if session != _held_session:
+        _held_actors.clear()
+        _held_session = session
+    if device not in _held_actors:
+        _held_actors[device] = DeviceActor.options(
             name=f"device:{device}",
             namespace=DEVICE_NAMESPACE,
             get_if_exists=True,
@@ -139,4 +147,4 @@ def device_actor(device: str) -> ray.actor.ActorHandle:
             resources={device_resource(device): 1.0},
             max_concurrency=1,
         ).remote(device)
-    return _held_actors[key]
+    return _held_actors[device]

@@ -39,3 +39,23 @@ def test_search_measures_candidates_on_the_device_actor(ray_local: None, sqlite_
         assert sorted(r.phase for r in mine) == ["decode", "prefill"]
         assert all(r.device == "local-cpu" and r.arch_hash == trial.arch_hash and r.stable for r in mine)
     assert all(t.state in ("complete", "invalid") for t in trials), [t.error for t in trials]
+
+
+RESTARTED_SESSION = """
+import ray
+from search.executor import connect_ray, device_actor
+for _ in range(2):
+    connect_ray(None, ["local-cpu"], num_cpus=1)
+    print("node", ray.get(device_actor("local-cpu").node.remote(), timeout=60))
+    ray.shutdown()
+"""
+
+
+def test_device_actor_handle_is_renewed_in_a_new_ray_session() -> None:
+    """Job ids restart in a fresh cluster, so a handle from the old session must not be reused."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", RESTARTED_SESSION], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("node ") == 2

@@ -8,6 +8,7 @@ import torch
 from hilnas.errors import UserError
 from search.families.quant_rotation.gptq import gptq_quantize
 from search.families.quant_rotation.pipeline import Recipe, quantize
+from search.families.quant_rotation.qmodel import QuantLinear
 from search.families.quant_rotation.quantizers import (
     QuantSpec,
     quantize_asymmetric,
@@ -124,3 +125,18 @@ def test_learned_or_gptq_recipes_need_calibration_data() -> None:
         Recipe(rotation="spin")
     with pytest.raises(UserError, match="at least one Cayley step"):
         Recipe(rotation="learned", cayley_steps=0)
+
+
+def test_quant_linear_reuses_its_quantized_weight_until_the_weight_changes() -> None:
+    spec = QuantSpec.parse("W4A16", w_clip_search=True)
+    layer = QuantLinear("probe", torch.randn(8, 32, generator=_generator(5)), spec, None)
+    first = layer.quantized_weight()
+    assert layer.quantized_weight() is first  # the clip search ran once
+    assert torch.equal(first, quantize_weight(layer.weight, 4, clip_search=True))
+    with torch.no_grad():
+        layer.weight.mul_(2.0)
+    assert torch.allclose(layer.quantized_weight(), 2.0 * first, atol=1e-6)  # in-place change seen
+    trainable = layer.weight.detach().clone().requires_grad_(True)
+    out = torch.func.functional_call(layer, {"weight": trainable}, (torch.randn(3, 32),))
+    out.sum().backward()
+    assert trainable.grad is not None and trainable.grad.abs().sum() > 0  # straight-through path kept

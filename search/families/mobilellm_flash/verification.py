@@ -17,6 +17,7 @@ from search.spec import ConstraintSpec
 from search.verification import feasible
 
 PHASES = ("prefill", "decode")
+OBJECTIVES = ("loss", "prefill_ms", "decode_ms")  # the front's axes, all minimised
 
 
 def estimate(candidate: dict[str, Any], phase: str) -> float:
@@ -34,9 +35,9 @@ def _metrics(candidate: dict[str, Any], measured_only: bool) -> dict[str, float]
     return values
 
 
-def objective_points(candidates: list[dict[str, Any]]) -> np.ndarray:
-    """(loss, prefill ms, decode ms) per candidate on the best-known latency, one row each."""
-    return np.array([[float(c["loss"]), *(estimate(c, phase) for phase in PHASES)] for c in candidates])
+def objective_points(candidates: list[dict[str, Any]], measured_only: bool = False) -> np.ndarray:
+    """(loss, prefill ms, decode ms) per candidate, one row each, on the best-known or the measured latency."""
+    return np.array([[_metrics(c, measured_only)[k] for k in OBJECTIVES] for c in candidates])
 
 
 def front(candidates: list[dict[str, Any]], constraints: list[ConstraintSpec], measured_only: bool) -> list[dict]:
@@ -49,6 +50,5 @@ def front(candidates: list[dict[str, Any]], constraints: list[ConstraintSpec], m
     pool = [c for c in pool if feasible(_metrics(c, measured_only), constraints)]
     if not pool:
         return []
-    points = np.array([[_metrics(c, measured_only)[k] for k in ("loss", "prefill_ms", "decode_ms")] for c in pool])
-    mask = pareto_mask(points)
+    mask = pareto_mask(objective_points(pool, measured_only))
     return sorted((c for c, keep in zip(pool, mask, strict=True) if keep), key=lambda c: c["loss"])

@@ -46,6 +46,23 @@ class QuantLinear(nn.Module):
         self.weight_bits: int | None = spec.w_bits
         self.register_buffer("online", online.to(weight.dtype) if online is not None else None)
         self.observer: Observer | None = None
+        self._quantized: tuple[Tensor, int, Tensor] | None = None  # (weight, its version, Q_w(weight))
+
+    def quantized_weight(self) -> Tensor:
+        """Q_w(W), reused while the weight is unchanged: evaluation runs thousands of forwards on fixed
+        weights, and the clip search alone rounds each one 21 times. Weights that carry gradients (the
+        Cayley optimiser's) are quantized afresh, so the straight-through graph is built every step."""
+        weight = self.weight
+        if self.weight_bits is None:
+            return weight
+        if weight.requires_grad:
+            return quantize_weight(weight, self.weight_bits, self.spec.w_clip_search)
+        cached = self._quantized
+        if cached is None or cached[0] is not weight or cached[1] != weight._version:
+            with torch.no_grad():
+                cached = (weight, weight._version, quantize_weight(weight, self.weight_bits, self.spec.w_clip_search))
+            self._quantized = cached
+        return cached[2]
 
     def forward(self, x: Tensor) -> Tensor:
         if self.online is not None:
@@ -53,12 +70,7 @@ class QuantLinear(nn.Module):
         x = quantize_asymmetric(x, self.spec.a_bits, self.spec.a_clip)
         if self.observer is not None:
             self.observer(self.name, x)
-        weight = (
-            self.weight
-            if self.weight_bits is None
-            else quantize_weight(self.weight, self.weight_bits, self.spec.w_clip_search)
-        )
-        return F.linear(x, weight)
+        return F.linear(x, self.quantized_weight())
 
 
 class QKVQuantizer(nn.Module):
