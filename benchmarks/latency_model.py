@@ -28,6 +28,7 @@ from latency_models.device_profile import measure_peaks
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
 from latency_models.protocol import ProtocolConfig, measure
+from latency_models.reference import drift_reference
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
 from search.space import CategoricalParam, IntParam, SearchSpace
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--noise", type=int, default=None, help="held-out architectures re-measured")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-layers", type=int, default=8, help="deepest candidate (export time grows with depth)")
+    parser.add_argument("--raw", action="store_true", help="no drift reference: raw medians, as before it existed")
     args = parser.parse_args()
     quick = args.quick
     n_cal = args.calibration or (3 if quick else 40)
@@ -76,6 +78,8 @@ def main() -> None:
 
     backend = get_backend("executorch-xnnpack")
     peaks = measure_peaks(protocol)
+    protocol = protocol.model_copy(update={"drift_reference": not args.raw})
+    reference = drift_reference(backend, "local-cpu", protocol) if protocol.drift_reference else None
     pool = candidate_pool(benchmark_space(quick, args.max_layers), 60 if quick else 600, args.seed, options)
     sizes = np.array([c.arch.n_params() for c in pool])
     threshold = np.quantile(sizes, 0.75)
@@ -88,14 +92,22 @@ def main() -> None:
     oor = [outside[i] for i in rng.choice(len(outside), n_oor, replace=False)]
 
     costs: list[tuple[float, float]] = []
+    drifts: list[float] = []  # the reference's time over its baseline, per measurement
     kept: dict[tuple, dict[str, PhaseResult]] = {}
     workroot = Path(tempfile.mkdtemp(prefix="hilnas-latency-bench-"))
 
     def measure_candidate(candidate: Candidate, keep: bool = False) -> dict[str, dict]:
         results = measure_architecture(
-            candidate.arch, candidate.workload, backend, "local-cpu", protocol, workroot / candidate.key[0][:12]
+            candidate.arch,
+            candidate.workload,
+            backend,
+            "local-cpu",
+            protocol,
+            workroot / candidate.key[0][:12],
+            reference=reference,
         )
         costs.append(tuple(sum(r.row["extra"][k] for r in results.values()) for k in ("export_s", "measure_s")))
+        drifts.extend(r.row["extra"]["drift"] for r in results.values() if "drift" in r.row["extra"])
         unstable = [p for p, r in results.items() if not r.row["stable"]]
         if unstable:
             raise RuntimeError(f"unstable {unstable} after {protocol.attempts} attempts")
@@ -126,7 +138,7 @@ def main() -> None:
         first, second = {p: [] for p in PHASES}, {p: [] for p in PHASES}
         for results in list(kept.values())[:n_noise]:
             for phase, result in results.items():
-                again = measure(result.prepared.run, protocol)
+                again = measure(result.prepared.run, protocol, reference)
                 first[phase].append(result.timing.median_ms)
                 second[phase].append(again.median_ms)
             progress.advance(task)
@@ -170,6 +182,12 @@ def main() -> None:
         f"{peaks['bandwidth_gbs']:.1f} GB/s; {len(failures)} candidates failed; "
         f"wall time {time.perf_counter() - started:.0f} s."
     )
+    if drifts:
+        low, mid, high = np.percentile(drifts, [0, 50, 100])
+        console.print(
+            f"Drift reference (baseline {reference.baseline_ms:.3f} ms): its time during the measurements was "
+            f"{low:.2f}x to {high:.2f}x its baseline (median {mid:.2f}x); latencies are corrected by it."
+        )
     for failure in failures:
         console.print(f"  failed: {failure}")
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing

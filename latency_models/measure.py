@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from latency_models.backends import Backend, PreparedGraph
-from latency_models.protocol import ProtocolConfig, Timing, machine_fingerprint, measure
+from latency_models.protocol import ProtocolConfig, Reference, Timing, machine_fingerprint, measure
 from search.families.mobilellm_flash.model import MobileLLM, example_inputs, phase_graph
 from search.families.mobilellm_flash.space import ArchConfig, Workload
 
@@ -61,8 +61,10 @@ def measure_phase(
     protocol: ProtocolConfig,
     workdir: Path,
     stage: str | None = None,
+    reference: Reference | None = None,
 ) -> PhaseResult:
-    """Export, verify and time one phase; the row carries the timing, its spread and the fingerprint."""
+    """Export, verify and time one phase (drift-corrected by ``reference`` when given); the row carries the
+    timing, its spread and the fingerprint."""
     backend.set_threads(protocol.threads)
     graph = phase_graph(model, phase).eval()
     inputs = example_inputs(model, workload, phase)
@@ -71,7 +73,7 @@ def measure_phase(
     prepared = backend.prepare(graph, inputs, phase, workdir)
     max_diff = check_outputs(prepared, expected, phase)
     started = time.perf_counter()
-    timing = measure(prepared.run, protocol)
+    timing = measure(prepared.run, protocol, reference)
     row = {
         "arch_hash": model.config.arch_hash(),
         "architecture": model.config.model_dump(mode="json"),
@@ -95,10 +97,23 @@ def measure_phase(
             "attempts": timing.attempts,
             "attempt_history": timing.history,
             "max_abs_diff_vs_eager": max_diff,
+            **_drift_fields(timing, reference),
             "n_params": model.config.n_params(),
         },
     }
     return PhaseResult(row=row, prepared=prepared, timing=timing)
+
+
+def _drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float]:
+    """What a drift-corrected row was corrected by: the raw median and the reference's time against its baseline."""
+    if reference is None:
+        return {}
+    return {
+        "raw_median_ms": timing.raw_median_ms,
+        "reference_ms": timing.reference_median_ms,
+        "reference_baseline_ms": reference.baseline_ms,
+        "drift": timing.reference_median_ms / reference.baseline_ms,
+    }
 
 
 def build_model(arch: ArchConfig, seed: int = 0) -> MobileLLM:
@@ -116,7 +131,11 @@ def measure_architecture(
     workdir: Path,
     phases: tuple[str, ...] = PHASES,
     stage: str | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, PhaseResult]:
     """Every requested phase of one architecture, each exported into ``workdir``."""
     model = build_model(arch)
-    return {phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage) for phase in phases}
+    return {
+        phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage, reference)
+        for phase in phases
+    }

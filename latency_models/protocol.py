@@ -5,6 +5,13 @@ distribution-free order-statistic interval from ``scipy.stats.quantile_test``) i
 ``ci_half_width`` of the median, or until ``time_cap_s``. A measurement whose interval never got
 narrow enough is *unstable*: it is repeated up to ``attempts`` times and, if still unstable,
 returned flagged so that callers refuse to use it.
+
+On a shared or virtualised machine the speed of the whole CPU wanders by 10-30% within seconds (other
+tenants, frequency changes), far more than the interval of one median. With a ``Reference`` the
+protocol times a fixed reference program right after every sample and keeps the ratio
+``sample / reference sample``: a slowdown that hits both cancels. The latency reported is the median
+ratio times the reference's *baseline* (its typical time on this device, measured once and kept), so
+it stays in milliseconds, and the interval is that of the ratio.
 """
 
 from __future__ import annotations
@@ -34,6 +41,17 @@ class ProtocolConfig(BaseModel):
     ci_half_width: float = Field(0.03, gt=0, description="target half-width of the median's 95% CI, relative")
     time_cap_s: float = Field(3.0, gt=0, description="timed seconds per attempt before giving up")
     attempts: int = Field(3, ge=1, description="re-measurements of an unstable result")
+    drift_reference: bool = Field(
+        True, description="time a fixed reference program after every sample and report the drift-corrected ratio"
+    )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A fixed program timed beside every sample, and its baseline time on this device (milliseconds)."""
+
+    run: Callable[[], Any]
+    baseline_ms: float
 
 
 @dataclass
@@ -49,6 +67,8 @@ class Timing:
     stable: bool
     attempts: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
+    raw_median_ms: float | None = None  # with a reference: the uncorrected median
+    reference_median_ms: float | None = None  # with a reference: its median during this measurement
 
 
 def median_ci_half_width(samples: np.ndarray) -> float:
@@ -73,30 +93,49 @@ def summarize(samples_ms: list[float], ci_target: float) -> Timing:
     )
 
 
-def time_once(run: Callable[[], Any], config: ProtocolConfig) -> Timing:
-    """One attempt: warm up, then time ``run`` until the median's CI is narrow enough or time runs out."""
+def _timed_ms(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None = None) -> Timing:
+    """One attempt: warm up, then time ``run`` (each sample followed by one of ``reference``, when given)
+    until the median's CI is narrow enough or time runs out."""
     for _ in range(config.warmup):
         run()
-    samples: list[float] = []
+        if reference is not None:
+            reference.run()
+    samples: list[float] = []  # raw, or drift-corrected with a reference
+    raw: list[float] = []
+    references: list[float] = []
     deadline = time.perf_counter() + config.time_cap_s
     while len(samples) < config.max_repeats:
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1000.0)
+        raw.append(_timed_ms(run))
+        if reference is None:
+            samples.append(raw[-1])
+        else:
+            references.append(_timed_ms(reference.run))
+            samples.append(raw[-1] / references[-1] * reference.baseline_ms)
         enough = len(samples) >= config.min_repeats
         # Checking the interval costs ~0.1 ms, so do it every few samples once there are enough.
         if enough and len(samples) % 5 == 0 and median_ci_half_width(np.asarray(samples)) <= config.ci_half_width:
             break
         if enough and time.perf_counter() > deadline:
             break
-    return summarize(samples, config.ci_half_width)
+    timing = summarize(samples, config.ci_half_width)
+    if reference is not None:
+        timing.raw_median_ms = float(np.median(raw))
+        timing.reference_median_ms = float(np.median(references))
+    return timing
 
 
-def measure(run: Callable[[], Any], config: ProtocolConfig) -> Timing:
-    """Time ``run`` by the protocol, re-measuring an unstable result; the last one is returned flagged."""
+def measure(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None = None) -> Timing:
+    """Time ``run`` by the protocol (drift-corrected by ``reference`` when given), re-measuring an unstable
+    result; the last one is returned flagged."""
     history: list[dict[str, float]] = []
     while True:
-        timing = time_once(run, config)
+        timing = time_once(run, config, reference)
         history.append({"median_ms": timing.median_ms, "ci_half_width": timing.ci_half_width})
         if timing.stable or len(history) == config.attempts:
             timing.attempts, timing.history = len(history), history

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from latency_models import cache
-from latency_models.protocol import ProtocolConfig, machine_fingerprint, measure
+from latency_models.protocol import ProtocolConfig, Reference, machine_fingerprint, measure
 from search.families.mobilellm_flash.family import MobileLLMFlashFamily
 from search.family import TrialContext
 
@@ -114,3 +114,51 @@ def test_unstable_measurement_fails_the_trial_instead_of_being_used(tmp_path: Pa
     )
     with pytest.raises(UnstableMeasurement, match="unstable after 2 attempts"):
         family.measure(CANDIDATE, "cpu", TrialContext(1, 0, 1, 0, tmp_path))
+
+
+class _Machine:
+    """A device whose speed changes every few calls (a noisy neighbour): slow 60% of the time."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def work(self, ms: float) -> None:
+        slow = (self.calls // 8) % 5 < 3
+        self.calls += 1
+        _sleep_ms(ms * (1.8 if slow else 1.0))
+
+
+def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
+    machine = _Machine()
+    config = ProtocolConfig(warmup=0, min_repeats=40, max_repeats=80, ci_half_width=0.5, time_cap_s=5.0)
+    raw = measure(lambda: machine.work(1.0), config)
+    # Each target sample is followed by the reference's, so both see the same speed: the ratio is 1.0 / 2.0.
+    reference = Reference(run=lambda: machine.work(2.0), baseline_ms=2.0)
+    corrected = measure(lambda: machine.work(1.0), config, reference)
+    assert raw.median_ms > 1.3  # the raw median describes the slow machine
+    assert corrected.median_ms == pytest.approx(1.0, rel=0.1)
+    assert corrected.raw_median_ms > 1.3 and corrected.reference_median_ms > 2.6
+
+
+def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -> None:
+    from sqlalchemy import select
+
+    from db.models import ReferenceBaseline
+    from db.session import session_scope
+    from latency_models.backends import get_backend
+    from latency_models.reference import PROGRAM, drift_reference
+
+    backend = get_backend("torch-eager")
+    config = ProtocolConfig(ci_half_width=0.5, time_cap_s=0.3)
+    first = drift_reference(backend, "cpu-a", config, db_url)
+    assert first.baseline_ms > 0 and drift_reference(backend, "cpu-a", config, db_url).baseline_ms == first.baseline_ms
+    with session_scope(db_url) as session:
+        session.add(
+            ReferenceBaseline(
+                device="cpu-b", backend="torch-eager", threads=1, program=PROGRAM, median_ms=123.0, fingerprint={}
+            )
+        )
+    assert drift_reference(backend, "cpu-b", config, db_url).baseline_ms == 123.0  # measured elsewhere first
+    with session_scope(db_url) as session:
+        devices = sorted(session.scalars(select(ReferenceBaseline.device)))
+    assert devices == ["cpu-a", "cpu-b"]

@@ -4,7 +4,7 @@ from db.models.agent import AgentDecision
 from db.models.base import Base
 from db.models.core import Artifact, HypervolumePoint, Measurement, Search, Trial
 from db.models.judge import JudgeRun, JudgeVerdict
-from db.models.latency import DeviceProfile, LatencyPredictorRecord
+from db.models.latency import DeviceProfile, LatencyPredictorRecord, ReferenceBaseline
 from db.models.pipeline import PipelineRun, PipelineStage
 from db.models.scaling import ScalingDataset, ScalingFit, ScalingPoint, ScalingRun, ScalingSweep
 
@@ -20,6 +20,7 @@ __all__ = [
     "Measurement",
     "PipelineRun",
     "PipelineStage",
+    "ReferenceBaseline",
     "ScalingDataset",
     "ScalingFit",
     "ScalingPoint",

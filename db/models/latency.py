@@ -24,6 +24,24 @@ class DeviceProfile(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ReferenceBaseline(Base):
+    """The typical time of the drift reference program on a device: drift-corrected latencies are ratios to
+    the reference times this baseline, so every process measuring the device must use the same one (the
+    first stored wins)."""
+
+    __tablename__ = "hilnas_reference_baselines"
+    __table_args__ = (Index("ix_reference_baseline_key", "device", "backend", "threads", "program"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(100))
+    backend: Mapped[str] = mapped_column(String(50))
+    threads: Mapped[int] = mapped_column()
+    program: Mapped[str] = mapped_column(String(100))
+    median_ms: Mapped[float] = mapped_column(Float)
+    fingerprint: Mapped[dict] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class LatencyPredictorRecord(Base):
     """One fitted predictor for a (device, backend, phase), its metrics and the pickled estimator.
 

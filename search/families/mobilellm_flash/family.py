@@ -157,6 +157,7 @@ class MobileLLMFlashFamily(Family):
         """Prefill and decode latency on ``device``: from the store when already measured, else on the device."""
         from latency_models.backends import get_backend
         from latency_models.measure import PHASES, build_model, measure_phase, phase_shape
+        from latency_models.reference import drift_reference
 
         arch, workload = self.candidate(params)
         rows: dict[str, dict[str, Any]] = {}
@@ -166,12 +167,16 @@ class MobileLLMFlashFamily(Family):
         missing = [phase for phase in PHASES if phase not in rows]
         if missing:
             backend = get_backend(self.options.backend)
+            protocol = self.options.protocol
+            reference = (
+                drift_reference(backend, device, protocol, context.db_url or get_settings().db_url)
+                if protocol.drift_reference
+                else None
+            )
             model = build_model(arch)
             workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}"
             for phase in missing:
-                result = measure_phase(
-                    model, workload, phase, backend, device, self.options.protocol, workdir, "search"
-                )
+                result = measure_phase(model, workload, phase, backend, device, protocol, workdir, "search", reference)
                 if not result.row["stable"]:
                     raise UnstableMeasurement(
                         f"{phase} latency stayed unstable after {result.timing.attempts} attempts: the median's CI "
