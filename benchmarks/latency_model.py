@@ -79,7 +79,7 @@ def main() -> None:
     backend = get_backend("executorch-xnnpack")
     peaks = measure_peaks(protocol)
     protocol = protocol.model_copy(update={"drift_reference": not args.raw})
-    reference = drift_reference(backend, "local-cpu", protocol) if protocol.drift_reference else None
+    reference = drift_reference(backend, "local-cpu", protocol)
     pool = candidate_pool(benchmark_space(quick, args.max_layers), 60 if quick else 600, args.seed, options)
     sizes = np.array([c.arch.n_params() for c in pool])
     threshold = np.quantile(sizes, 0.75)

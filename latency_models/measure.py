@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from latency_models.backends import Backend, PreparedGraph
-from latency_models.protocol import ProtocolConfig, Reference, Timing, machine_fingerprint, measure
+from latency_models.protocol import ProtocolConfig, Reference, Timing, drift_fields, machine_fingerprint, measure
 from search.families.mobilellm_flash.model import MobileLLM, example_inputs, phase_graph
 from search.families.mobilellm_flash.space import ArchConfig, Workload
 
@@ -97,23 +97,11 @@ def measure_phase(
             "attempts": timing.attempts,
             "attempt_history": timing.history,
             "max_abs_diff_vs_eager": max_diff,
-            **_drift_fields(timing, reference),
+            **drift_fields(timing, reference),
             "n_params": model.config.n_params(),
         },
     }
     return PhaseResult(row=row, prepared=prepared, timing=timing)
-
-
-def _drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float]:
-    """What a drift-corrected row was corrected by: the raw median and the reference's time against its baseline."""
-    if reference is None:
-        return {}
-    return {
-        "raw_median_ms": timing.raw_median_ms,
-        "reference_ms": timing.reference_median_ms,
-        "reference_baseline_ms": reference.baseline_ms,
-        "drift": timing.reference_median_ms / reference.baseline_ms,
-    }
 
 
 def build_model(arch: ArchConfig, seed: int = 0) -> MobileLLM:

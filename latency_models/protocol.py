@@ -8,10 +8,10 @@ returned flagged so that callers refuse to use it.
 
 On a shared or virtualised machine the speed of the whole CPU wanders by 10-30% within seconds (other
 tenants, frequency changes), far more than the interval of one median. With a ``Reference`` the
-protocol times a fixed reference program right after every sample and keeps the ratio
-``sample / reference sample``: a slowdown that hits both cancels. The latency reported is the median
-ratio times the reference's *baseline* (its typical time on this device, measured once and kept), so
-it stays in milliseconds, and the interval is that of the ratio.
+protocol alternates short blocks of the candidate with short blocks of a fixed reference program and
+keeps the ratio of each sample to its neighbouring reference block: a slowdown that hits both cancels.
+The latency reported is the median ratio times the reference's *baseline* (its typical time on this
+device, measured once and kept), so it stays in milliseconds, and the interval is that of the ratio.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class ProtocolConfig(BaseModel):
     drift_reference: bool = Field(
         True, description="time a fixed reference program after every sample and report the drift-corrected ratio"
     )
+
+
+BLOCK = 5  # samples timed back to back between two checks (and, with a reference, between its blocks)
 
 
 @dataclass(frozen=True)
@@ -100,28 +103,30 @@ def _timed_ms(run: Callable[[], Any]) -> float:
 
 
 def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None = None) -> Timing:
-    """One attempt: warm up, then time ``run`` (each sample followed by one of ``reference``, when given)
-    until the median's CI is narrow enough or time runs out."""
+    """One attempt: warm up, then time ``run`` in blocks of ``BLOCK`` samples until the median's CI is narrow
+    enough or time runs out. With a ``reference``, each block is preceded by a block of the reference, and each
+    sample is divided by that block's reference median. Both blocks start with an untimed run, so each program
+    is timed warm, as it would be back to back, not just after the other evicted it from the caches."""
     for _ in range(config.warmup):
         run()
         if reference is not None:
             reference.run()
     samples: list[float] = []  # raw, or drift-corrected with a reference
     raw: list[float] = []
-    references: list[float] = []
+    references: list[float] = []  # one median per block
     deadline = time.perf_counter() + config.time_cap_s
     while len(samples) < config.max_repeats:
-        raw.append(_timed_ms(run))
-        if reference is None:
-            samples.append(raw[-1])
-        else:
-            references.append(_timed_ms(reference.run))
-            samples.append(raw[-1] / references[-1] * reference.baseline_ms)
-        enough = len(samples) >= config.min_repeats
-        # Checking the interval costs ~0.1 ms, so do it every few samples once there are enough.
-        if enough and len(samples) % 5 == 0 and median_ci_half_width(np.asarray(samples)) <= config.ci_half_width:
-            break
-        if enough and time.perf_counter() > deadline:
+        if reference is not None:
+            reference.run()
+            references.append(float(np.median([_timed_ms(reference.run) for _ in range(BLOCK)])))
+            run()
+        for _ in range(min(BLOCK, config.max_repeats - len(samples))):
+            raw.append(_timed_ms(run))
+            samples.append(raw[-1] if reference is None else raw[-1] / references[-1] * reference.baseline_ms)
+        if len(samples) < config.min_repeats:
+            continue
+        # Checking the interval costs ~0.1 ms, so it is done once per block.
+        if median_ci_half_width(np.asarray(samples)) <= config.ci_half_width or time.perf_counter() > deadline:
             break
     timing = summarize(samples, config.ci_half_width)
     if reference is not None:
@@ -140,6 +145,18 @@ def measure(run: Callable[[], Any], config: ProtocolConfig, reference: Reference
         if timing.stable or len(history) == config.attempts:
             timing.attempts, timing.history = len(history), history
             return timing
+
+
+def drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float]:
+    """What a drift-corrected row was corrected by: the raw median and the reference's time against its baseline."""
+    if reference is None:
+        return {}
+    return {
+        "raw_median_ms": timing.raw_median_ms,
+        "reference_ms": timing.reference_median_ms,
+        "reference_baseline_ms": reference.baseline_ms,
+        "drift": timing.reference_median_ms / reference.baseline_ms,
+    }
 
 
 def _read(path: str) -> str | None:

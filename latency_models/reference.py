@@ -69,8 +69,13 @@ def _stored_baseline(db_url: str, device: str, backend: Backend, protocol: Proto
 _process_baselines: dict[tuple[str, str, int], float] = {}
 
 
-def drift_reference(backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None) -> Reference:
-    """The reference program ready to time beside candidates on ``device``, with its agreed baseline."""
+def drift_reference(
+    backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None
+) -> Reference | None:
+    """The reference program ready to time beside candidates on ``device``, with its agreed baseline
+    (None when the protocol measures without one)."""
+    if not protocol.drift_reference:
+        return None
     program = _program(backend.name, protocol.threads)
     if db_url is not None:
         baseline = _stored_baseline(db_url, device, backend, protocol, program)

@@ -117,22 +117,19 @@ def test_unstable_measurement_fails_the_trial_instead_of_being_used(tmp_path: Pa
 
 
 class _Machine:
-    """A device whose speed changes every few calls (a noisy neighbour): slow 60% of the time."""
-
-    def __init__(self) -> None:
-        self.calls = 0
+    """A device that runs at 1/1.8 of its speed for 800 ms of every second (a noisy neighbour)."""
 
     def work(self, ms: float) -> None:
-        slow = (self.calls // 8) % 5 < 3
-        self.calls += 1
+        slow = (time.perf_counter() % 1.0) < 0.8
         _sleep_ms(ms * (1.8 if slow else 1.0))
 
 
 def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
     machine = _Machine()
-    config = ProtocolConfig(warmup=0, min_repeats=40, max_repeats=80, ci_half_width=0.5, time_cap_s=5.0)
+    # 600 samples span at least one period, so most of them fall in the slow part (~70%).
+    config = ProtocolConfig(warmup=0, min_repeats=600, max_repeats=600, ci_half_width=0.5, time_cap_s=10.0)
     raw = measure(lambda: machine.work(1.0), config)
-    # Each target sample is followed by the reference's, so both see the same speed: the ratio is 1.0 / 2.0.
+    # A block of the target and the reference block before it mostly see the same speed: the ratio is 1.0 / 2.0.
     reference = Reference(run=lambda: machine.work(2.0), baseline_ms=2.0)
     corrected = measure(lambda: machine.work(1.0), config, reference)
     assert raw.median_ms > 1.3  # the raw median describes the slow machine

@@ -144,6 +144,27 @@ else:
             key="latency.errors",
         )
 
+st.subheader("Device drift")
+drift = data.device_drift(url)
+if drift.empty:
+    st.caption("No drift-corrected measurement yet (the protocol's `drift_reference` was off, or none was taken).")
+else:
+    st.caption(
+        "A fixed reference program is timed after every sample; its time over its stored baseline shows how much "
+        "slower (above 1) or faster the device ran while measuring. Latencies are corrected by it."
+    )
+    st.plotly_chart(
+        px.scatter(
+            drift,
+            x="measured_at",
+            y="drift",
+            color="device",
+            symbol="phase",
+            labels={"drift": "reference time / baseline", "measured_at": "measured at"},
+        ),
+        key="latency.drift",
+    )
+
 profiles = data.table_frame(url, "latency", "hilnas_device_profiles")
 with st.expander(f"Device profiles ({len(profiles)})"):
     st.dataframe(profiles, hide_index=True, width="stretch")

@@ -28,6 +28,7 @@ from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.backends import get_backend
 from latency_models.protocol import ProtocolConfig
+from latency_models.reference import drift_reference
 from search.families.edgetam import FAMILY
 from search.families.edgetam.latency import COMPONENTS, measure_components, measurement_rows
 from search.families.edgetam.model import EdgeTAM, EdgeTAMConfig
@@ -296,9 +297,11 @@ class EdgeTAMFamily(Family):
         backend = get_backend(self.options.backend)
         protocol = self.options.protocol
         workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "edgetam-latency"
-        results = measure_components(EdgeTAM(config), backend, protocol, workdir)
+        backend.set_threads(protocol.threads)  # before the reference loads (see ``measure_components``)
+        reference = drift_reference(backend, device, protocol, context.db_url or get_settings().db_url)
+        results = measure_components(EdgeTAM(config), backend, protocol, workdir, reference)
         rows = measurement_rows(
-            results, self.arch_hash(params), _architecture(config), _shape(config), device, backend, protocol
+            results, self.arch_hash(params), _architecture(config), _shape(config), device, backend, protocol, reference
         )
         unstable = [name for name, result in results.items() if not result.timing.stable]
         if unstable:

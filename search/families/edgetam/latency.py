@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from latency_models.backends import Backend, PreparedGraph
 from latency_models.measure import check_outputs
-from latency_models.protocol import ProtocolConfig, Timing, machine_fingerprint, measure
+from latency_models.protocol import ProtocolConfig, Reference, Timing, drift_fields, machine_fingerprint, measure
 from search.families.edgetam.model import EdgeTAM, MemoryEntry
 
 COMPONENTS = ("image_encoder", "memory_encoder", "memory_attention", "mask_decoder", "frame")
@@ -144,9 +144,10 @@ class ComponentResult:
 
 
 def measure_components(
-    model: EdgeTAM, backend: Backend, protocol: ProtocolConfig, workdir: Path
+    model: EdgeTAM, backend: Backend, protocol: ProtocolConfig, workdir: Path, reference: Reference | None = None
 ) -> dict[str, ComponentResult]:
-    """Export, verify against eager and time every component graph of ``model`` on ``backend``.
+    """Export, verify against eager and time every component graph of ``model`` on ``backend`` (drift-corrected
+    by ``reference`` when given).
 
     Threads are fixed before any graph is prepared: resizing ExecuTorch's pool under a loaded XNNPACK
     program crashes the process (the memory encoder's did, with a segmentation fault).
@@ -154,7 +155,7 @@ def measure_components(
     backend.set_threads(protocol.threads)
     results = {}
     for name, component in prepare_components(model, backend, workdir).items():
-        timing = measure(component.prepared.run, protocol)
+        timing = measure(component.prepared.run, protocol, reference)
         results[name] = ComponentResult(timing, component.prepared.export_s, component.max_abs_diff)
     return results
 
@@ -167,6 +168,7 @@ def measurement_rows(
     device: str,
     backend: Backend,
     protocol: ProtocolConfig,
+    reference: Reference | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for ``hilnas_measurements``: one per component, phase ``edgetam_<component>``."""
     fingerprint = machine_fingerprint(backend.versions(), protocol)
@@ -186,7 +188,11 @@ def measurement_rows(
             "samples_ms": result.timing.samples_ms,
             "stable": result.timing.stable,
             "fingerprint": fingerprint,
-            "extra": {"export_s": result.export_s, "max_abs_diff": result.max_abs_diff},
+            "extra": {
+                "export_s": result.export_s,
+                "max_abs_diff": result.max_abs_diff,
+                **drift_fields(result.timing, reference),
+            },
         }
         for name, result in results.items()
     ]

@@ -168,11 +168,7 @@ class MobileLLMFlashFamily(Family):
         if missing:
             backend = get_backend(self.options.backend)
             protocol = self.options.protocol
-            reference = (
-                drift_reference(backend, device, protocol, context.db_url or get_settings().db_url)
-                if protocol.drift_reference
-                else None
-            )
+            reference = drift_reference(backend, device, protocol, context.db_url or get_settings().db_url)
             model = build_model(arch)
             workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}"
             for phase in missing:
