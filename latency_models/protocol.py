@@ -42,7 +42,9 @@ class ProtocolConfig(BaseModel):
     time_cap_s: float = Field(3.0, gt=0, description="timed seconds per attempt before giving up")
     attempts: int = Field(3, ge=1, description="re-measurements of an unstable result")
     drift_reference: bool = Field(
-        True, description="time a fixed reference program after every sample and report the drift-corrected ratio"
+        True,
+        description="alternate blocks of the candidate with blocks of a fixed reference program and report the "
+        "drift-corrected ratio",
     )
 
 
@@ -51,7 +53,7 @@ BLOCK = 5  # samples timed back to back between two checks (and, with a referenc
 
 @dataclass(frozen=True)
 class Reference:
-    """A fixed program timed beside every sample, and its baseline time on this device (milliseconds)."""
+    """A fixed program timed in blocks between the candidate's, and its baseline time on this device (ms)."""
 
     run: Callable[[], Any]
     baseline_ms: float

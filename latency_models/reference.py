@@ -1,4 +1,5 @@
-"""The drift reference: a fixed small MobileLLM prefill graph timed beside every sample (see ``protocol``).
+"""The drift reference: a fixed small MobileLLM prefill graph timed in blocks between the candidate's (see
+``protocol``).
 
 Its *baseline* is its typical time on the device. Drift-corrected latencies are ratios to the
 reference times the baseline, so every process that measures a device must agree on it: with a store,
@@ -45,20 +46,23 @@ def _program(backend_name: str, threads: int) -> PreparedGraph:
     return _reference_graph(backend, Path(tempfile.mkdtemp(prefix="hilnas-drift-reference-")))
 
 
-def measure_baseline(run: PreparedGraph, protocol: ProtocolConfig) -> float:
+def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig) -> float:
     """The reference's typical time: the median of several separate tight measurements."""
     tight = protocol.model_copy(update={"ci_half_width": min(protocol.ci_half_width, 0.01)})
-    return float(np.median([measure(run.run, tight).median_ms for _ in range(BASELINE_ROUNDS)]))
+    return float(np.median([measure(program.run, tight).median_ms for _ in range(BASELINE_ROUNDS)]))
 
 
-def _stored_baseline(db_url: str, device: str, backend: Backend, protocol: ProtocolConfig, run: PreparedGraph) -> float:
+def _stored_baseline(
+    db_url: str, device: str, backend: Backend, protocol: ProtocolConfig, program: PreparedGraph
+) -> float:
+    """The first baseline stored for this device, measured and stored now when there is none."""
     key = {"device": device, "backend": backend.name, "threads": protocol.threads, "program": PROGRAM}
     query = select(ReferenceBaseline.median_ms).filter_by(**key).order_by(ReferenceBaseline.id).limit(1)
     with session_scope(db_url) as session:
         found = session.scalar(query)
     if found is not None:
         return float(found)
-    baseline = measure_baseline(run, protocol)
+    baseline = measure_baseline(program, protocol)
     with session_scope(db_url) as session:
         fingerprint = machine_fingerprint(backend.versions(), protocol)
         session.add(ReferenceBaseline(**key, median_ms=baseline, fingerprint=fingerprint))
@@ -66,22 +70,24 @@ def _stored_baseline(db_url: str, device: str, backend: Backend, protocol: Proto
         return float(session.scalar(query))
 
 
-_process_baselines: dict[tuple[str, str, int], float] = {}
+#: (store or None, device, backend, threads) -> baseline. The first stored baseline never changes, so one
+#: look-up per process is enough; without a store the baseline is this process's own.
+_baselines: dict[tuple[str | None, str, str, int], float] = {}
 
 
 def drift_reference(
     backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None
 ) -> Reference | None:
-    """The reference program ready to time beside candidates on ``device``, with its agreed baseline
-    (None when the protocol measures without one)."""
+    """The reference program ready to time in blocks beside a candidate's on ``device``, with its agreed
+    baseline (None when the protocol measures without one)."""
     if not protocol.drift_reference:
         return None
     program = _program(backend.name, protocol.threads)
-    if db_url is not None:
-        baseline = _stored_baseline(db_url, device, backend, protocol, program)
-    else:
-        key = (device, backend.name, protocol.threads)
-        if key not in _process_baselines:
-            _process_baselines[key] = measure_baseline(program, protocol)
-        baseline = _process_baselines[key]
-    return Reference(run=program.run, baseline_ms=baseline)
+    key = (db_url, device, backend.name, protocol.threads)
+    if key not in _baselines:
+        _baselines[key] = (
+            _stored_baseline(db_url, device, backend, protocol, program)
+            if db_url is not None
+            else measure_baseline(program, protocol)
+        )
+    return Reference(run=program.run, baseline_ms=_baselines[key])

@@ -150,8 +150,9 @@ if drift.empty:
     st.caption("No drift-corrected measurement yet (the protocol's `drift_reference` was off, or none was taken).")
 else:
     st.caption(
-        "A fixed reference program is timed after every sample; its time over its stored baseline shows how much "
-        "slower (above 1) or faster the device ran while measuring. Latencies are corrected by it."
+        "Blocks of a fixed reference program are timed between blocks of each candidate; its time over its stored "
+        "baseline shows how much slower (above 1) or faster the device ran while measuring. Latencies are "
+        "corrected by it."
     )
     st.plotly_chart(
         px.scatter(

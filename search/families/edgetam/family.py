@@ -297,7 +297,6 @@ class EdgeTAMFamily(Family):
         backend = get_backend(self.options.backend)
         protocol = self.options.protocol
         workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "edgetam-latency"
-        backend.set_threads(protocol.threads)  # before the reference loads (see ``measure_components``)
         reference = drift_reference(backend, device, protocol, context.db_url or get_settings().db_url)
         results = measure_components(EdgeTAM(config), backend, protocol, workdir, reference)
         rows = measurement_rows(
