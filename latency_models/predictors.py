@@ -5,6 +5,9 @@ From simplest to richest:
 - ``roofline``: analytical, no fitting; each kind of work takes max(FLOPs / peak, bytes / bandwidth)
   at the device's measured peak compute and memory bandwidth.
 - ``flops-linear``: latency = a * FLOPs + b.
+- ``flops-layers``: FLOPs-linear plus a fixed cost per layer and per attention sub-block (a family's
+  ``counts``: kernel launches, norms, the runtime's per-operator work), which dominate small decode
+  steps. Three or four coefficients, so it is the model that four calibration measurements can fit.
 - ``layerwise``: nn-Meter-style additive model: every layer's latency is a non-negative linear
   function of its own work (projection, attention-score, FFN FLOPs, KV bytes, a per-layer cost by
   attention mode) and the model's latency is their sum plus the head. The block coefficients are
@@ -52,6 +55,7 @@ ADDITIVE_COLUMNS = [
     "n_local",
     "n_skip",
 ]
+COUNT_COLUMNS = ["n_layers", "n_attention"]
 LOG_COLUMNS = [
     "flops",
     "bytes",
@@ -82,6 +86,7 @@ class FeatureSet:
     additive: tuple[str, ...]
     log: tuple[str, ...]
     kinds: tuple[str, ...]
+    counts: tuple[str, ...] = ()  # units of work with a fixed cost each (layers, operators): flops-layers' terms
 
 
 def _columns(features: FeatureSet | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -89,6 +94,11 @@ def _columns(features: FeatureSet | None) -> tuple[tuple[str, ...], tuple[str, .
     if features is None:
         return tuple(ADDITIVE_COLUMNS), tuple(LOG_COLUMNS), KINDS
     return features.additive, features.log, features.kinds
+
+
+def _count_columns(features: FeatureSet | None) -> tuple[str, ...]:
+    """The fixed-cost counts of ``features``, MobileLLM's (layers, attention sub-blocks) when None."""
+    return tuple(COUNT_COLUMNS) if features is None else features.counts
 
 
 def _log_features(X: pd.DataFrame, features: FeatureSet | None) -> np.ndarray:
@@ -150,23 +160,37 @@ class FlopsLinearPredictor(LatencyPredictor):
         return self.model_.predict(X[["flops"]])
 
 
-class LayerwisePredictor(LatencyPredictor):
-    name = "layerwise"
+class _PositiveLinear(LatencyPredictor):
+    """Latency as a non-negative combination of some feature columns (``_terms``), fitted for relative error."""
 
     def __init__(self, features: FeatureSet | None = None) -> None:
         self.features = features
 
-    def _additive(self, X: pd.DataFrame) -> pd.DataFrame:
-        return X[list(_columns(self.features)[0])]
+    def _terms(self, X: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LayerwisePredictor:
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> _PositiveLinear:
         y = np.asarray(y, float)
-        self.scale_ = self._additive(X).abs().max().replace(0, 1.0)
-        self.model_ = LinearRegression(positive=True).fit(self._additive(X) / self.scale_, y, sample_weight=1.0 / y**2)
+        self.scale_ = self._terms(X).abs().max().replace(0, 1.0)
+        self.model_ = LinearRegression(positive=True).fit(self._terms(X) / self.scale_, y, sample_weight=1.0 / y**2)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return np.maximum(self.model_.predict(self._additive(X) / self.scale_), 1e-6)
+        return np.maximum(self.model_.predict(self._terms(X) / self.scale_), 1e-6)
+
+
+class FlopsLayersPredictor(_PositiveLinear):
+    name = "flops-layers"
+
+    def _terms(self, X: pd.DataFrame) -> pd.DataFrame:
+        return X[["flops", *_count_columns(self.features)]]
+
+
+class LayerwisePredictor(_PositiveLinear):
+    name = "layerwise"
+
+    def _terms(self, X: pd.DataFrame) -> pd.DataFrame:
+        return X[list(_columns(self.features)[0])]
 
     def block_costs(self) -> dict[str, float]:
         """Milliseconds per unit of each additive term (per FLOP, per byte, per layer of a mode)."""
@@ -250,12 +274,13 @@ PREDICTORS: dict[str, type[LatencyPredictor]] = {
     for cls in (
         RooflinePredictor,
         FlopsLinearPredictor,
+        FlopsLayersPredictor,
         LayerwisePredictor,
         BoostedTreesPredictor,
         GaussianProcessPredictor,
     )
 }
-LEARNED = ("flops-linear", "layerwise", "boosted-trees", "gaussian-process")
+LEARNED = ("flops-linear", "flops-layers", "layerwise", "boosted-trees", "gaussian-process")
 
 
 def out_of_fold(predictor: LatencyPredictor, X: pd.DataFrame, y: np.ndarray, folds: int = 5) -> np.ndarray:

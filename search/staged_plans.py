@@ -34,6 +34,11 @@ class SearchPlan(PlanSection):
 class VerifyPlan(PlanSection):
     max_points: int = Field(6, ge=1, description="predicted-front candidates measured per round")
     max_rounds: int = Field(2, ge=1, description="refit-and-re-verify rounds at most")
+    stop_when_accurate: bool = Field(
+        True,
+        description="stop once the predictor is within its stated accuracy on the front; false spends every round "
+        "on more of the front (refitting only when the error calls for it)",
+    )
     tolerance: float = Field(
         1.5, gt=0, description="refit when the mean error exceeds this multiple of the predictor's stated MAPE"
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from search.pareto import hypervolume
 from search.spec import ConstraintSpec
+from search.staged_plans import VerifyPlan
 
 
 def feasible(values: dict[str, float], constraints: list[ConstraintSpec]) -> bool:
@@ -20,23 +21,33 @@ def feasible(values: dict[str, float], constraints: list[ConstraintSpec]) -> boo
     return all(c.metric not in values or c.violation(values[c.metric]) <= 0 for c in constraints)
 
 
-def most_hypervolume(candidates: list[dict[str, Any]], points: np.ndarray, k: int) -> list[dict[str, Any]]:
+def most_hypervolume(
+    candidates: list[dict[str, Any]], points: np.ndarray, k: int, kept: np.ndarray | None = None
+) -> list[dict[str, Any]]:
     """At most ``k`` candidates, chosen greedily for the hypervolume their ``points`` (one row of minimised
-    objectives per candidate) dominate together, kept in their given order.
+    objectives per candidate) dominate together with the ``kept`` points (the front already measured), kept in
+    their given order.
 
     The verified front is judged by its hypervolume, so a few measurements go where the predicted front has
-    most of it rather than evenly along it. Objectives are scaled to [0, 1] over the candidates and the
-    reference point is 1.1 in each, as the search's own hypervolume is.
+    most of it rather than evenly along it, and a later round fills what the measured points leave open.
+    Objectives are scaled to [0, 1] over all the points and the reference point is 1.1 in each, as the
+    search's own hypervolume is.
     """
     if len(candidates) <= k:
         return list(candidates)
-    low, high = points.min(axis=0), points.max(axis=0)
-    scaled = (points - low) / np.where(high > low, high - low, 1.0)
-    reference = np.full(points.shape[1], 1.1)
+    width = points.shape[1]
+    kept = np.empty((0, width)) if kept is None else np.asarray(kept, dtype=float).reshape(-1, width)
+    every = np.vstack([points, kept])
+    low, high = every.min(axis=0), every.max(axis=0)
+    scale = np.where(high > low, high - low, 1.0)
+    scaled, scaled_kept = (points - low) / scale, (kept - low) / scale
+    reference = np.full(width, 1.1)
     chosen: list[int] = []
     for _ in range(k):
         remaining = [i for i in range(len(candidates)) if i not in chosen]
-        chosen.append(max(remaining, key=lambda i: hypervolume(scaled[[*chosen, i]], reference)))
+        chosen.append(
+            max(remaining, key=lambda i: hypervolume(np.vstack([scaled_kept, scaled[[*chosen, i]]]), reference))
+        )
     return [candidates[i] for i in sorted(chosen)]
 
 
@@ -71,3 +82,11 @@ def needs_refit(
                 f"({tolerance:g} x the predictor's stated MAPE {stated}, at least {min_error_pct:g}%)"
             )
     return reasons
+
+
+def another_round(plan: VerifyPlan, refit_reasons: dict[str, str], rounds_done: int, measured_now: int) -> bool:
+    """Whether the verify stage measures another round: rounds are left, the last one measured something, and
+    either the predictor was refitted (its new front needs checking) or the plan spends every round."""
+    if rounds_done >= plan.max_rounds or measured_now == 0:
+        return False
+    return bool(refit_reasons) or not plan.stop_when_accurate

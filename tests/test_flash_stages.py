@@ -16,7 +16,8 @@ from search.family import InvalidCandidate
 from search.pareto import hypervolume
 from search.spec import ConstraintSpec
 from search.staged import StagedRun
-from search.verification import errors_pct, most_hypervolume, needs_refit
+from search.staged_plans import VerifyPlan
+from search.verification import another_round, errors_pct, most_hypervolume, needs_refit
 
 BACKBONE = ArchConfig(
     vocab_size=512,
@@ -119,6 +120,36 @@ def test_verification_picks_the_front_points_that_dominate_the_most_hypervolume(
     best = max(hypervolume(points[list(trio)], [1.1, 1.1]) for trio in itertools.combinations(range(len(points)), 3))
     assert hypervolume(points[[1, 2, 3]], [1.1, 1.1]) == pytest.approx(best)
     assert most_hypervolume(items[:2], points[:2], 3) == items[:2]
+
+
+def test_a_later_round_picks_what_adds_most_to_the_front_already_measured() -> None:
+    points = np.array([[0.0, 1.0], [0.05, 0.6], [0.2, 0.2], [0.6, 0.05], [1.0, 0.0]])
+    items = [{"number": i} for i in range(len(points))]
+    # With the knee measured, the best single addition is one of its neighbours, not a point near the knee.
+    near_knee = np.array([[0.21, 0.21]])
+    alone = most_hypervolume(items, points, 1)
+    after = most_hypervolume(items, points, 1, kept=near_knee)
+    assert [x["number"] for x in alone] == [2]
+    assert [x["number"] for x in after] in ([1], [3])
+    gains = {i: hypervolume(np.vstack([near_knee, points[[i]]]), [1.1, 1.1]) for i in range(len(points))}
+    assert gains[after[0]["number"]] == pytest.approx(max(gains.values()))
+
+
+@pytest.mark.parametrize(
+    ("stop_when_accurate", "reasons", "rounds_done", "measured_now", "expected"),
+    [
+        (True, {}, 1, 2, False),  # the predictor kept its promise: done
+        (True, {"decode": "off"}, 1, 2, True),  # refitted: check the new front
+        (True, {"decode": "off"}, 3, 2, False),  # no rounds left
+        (False, {}, 1, 2, True),  # spend every round
+        (False, {}, 1, 0, False),  # the whole front is measured already
+    ],
+)
+def test_verification_goes_on_while_rounds_are_left_and_there_is_reason(
+    stop_when_accurate: bool, reasons: dict, rounds_done: int, measured_now: int, expected: bool
+) -> None:
+    plan = VerifyPlan(max_points=2, max_rounds=3, stop_when_accurate=stop_when_accurate)
+    assert another_round(plan, reasons, rounds_done, measured_now) is expected
 
 
 def test_a_refit_is_asked_for_only_when_errors_exceed_the_stated_accuracy() -> None:

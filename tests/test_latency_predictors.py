@@ -12,6 +12,8 @@ from latency_models.metrics import accuracy, noise_floor, out_of_range_split, ra
 from latency_models.predictors import (
     PREDICTORS,
     BoostedTreesPredictor,
+    FlopsLayersPredictor,
+    FlopsLinearPredictor,
     GaussianProcessPredictor,
     LayerwisePredictor,
     RooflinePredictor,
@@ -29,6 +31,18 @@ def pool() -> list[Candidate]:
 def frame(pool: list[Candidate], phase: str) -> tuple[pd.DataFrame, np.ndarray]:
     rows = [phase_features(c.arch, c.workload, phase) for c in pool]
     return pd.DataFrame(rows), np.array([true_latency_ms(r) for r in rows])
+
+
+def test_flops_layers_fits_a_per_layer_overhead_from_four_measurements(pool: list[Candidate]) -> None:
+    # A small decode step: its FLOPs cost little next to a fixed cost per layer and per attention sub-block.
+    X, _ = frame(pool, "decode")
+    y = 2e-9 * X["flops"].to_numpy() + 0.05 * X["n_layers"].to_numpy() + 0.03 * X["n_attention"].to_numpy() + 0.1
+    few = np.argsort(X["flops"].to_numpy())[[0, 20, 50, -1]]
+    rest = np.setdiff1d(np.arange(len(y)), few)
+    overhead = FlopsLayersPredictor().fit(X.iloc[few], y[few]).predict(X.iloc[rest])
+    flops_only = FlopsLinearPredictor().fit(X.iloc[few], y[few]).predict(X.iloc[rest])
+    assert accuracy(y[rest], overhead)["mape"] < 1.0
+    assert accuracy(y[rest], flops_only)["mape"] > 5.0
 
 
 def test_accuracy_metrics_on_known_numbers() -> None:

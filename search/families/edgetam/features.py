@@ -107,4 +107,5 @@ EDGETAM_FEATURES = FeatureSet(
     additive=("flops", "bytes", "ops"),
     log=("flops", "bytes", "ops", *KNOBS),
     kinds=("work",),
+    counts=("ops",),
 )

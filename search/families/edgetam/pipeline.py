@@ -40,7 +40,7 @@ from search.family import InvalidCandidate
 from search.pareto import pareto_mask
 from search.space import CategoricalParam, IntParam, SearchSpace
 from search.staged import StageContext, StagedRun
-from search.verification import errors_pct, feasible, most_hypervolume, needs_refit
+from search.verification import another_round, errors_pct, feasible, most_hypervolume, needs_refit
 
 KIND = FAMILY
 STAGES = ("teacher", "calibrate", "search", "verify", "export")
@@ -180,7 +180,6 @@ class EdgeTAMPipeline:
         return {key: getattr(result, key) for key in ("search_id", "finished", "failed", "hypervolume")}
 
     def _verify(self, context: StageContext) -> dict[str, Any]:
-        from latency_models import cache
         from latency_models.fitting import stated_accuracy
 
         search_id = context.outputs["search"]["search_id"]
@@ -189,12 +188,14 @@ class EdgeTAMPipeline:
             raise UserError(f"Search {search_id} finished no candidate, so there is nothing to verify.")
         measurer = self._measurer("verify")
         plan, rounds = self.spec.verify, []
-        for round_index in range(plan.max_rounds):
-            chosen = [c for c in front(candidates, self.spec.constraints, False) if not c.get("measured")]
+        while True:
+            predicted_front = front(candidates, self.spec.constraints, False)
+            chosen = [c for c in predicted_front if not c.get("measured")]
+            kept = [_objective_point(c, _estimate(c, False)) for c in predicted_front if c.get("measured")]
             points = np.array([_objective_point(c, _estimate(c, False)) for c in chosen])
-            chosen = most_hypervolume(chosen, points, plan.max_points)
+            chosen = most_hypervolume(chosen, points, plan.max_points, np.array(kept) if kept else None)
             with _bar(self.console) as bar:
-                task = bar.add_task(f"verify round {round_index + 1}: measuring", total=len(chosen))
+                task = bar.add_task(f"verify round {len(rounds) + 1}: measuring", total=len(chosen))
                 for candidate in chosen:
                     try:
                         rows, _from_cache = measurer(candidate["params"])
@@ -217,15 +218,10 @@ class EdgeTAMPipeline:
                     f"{phase}: mean |error| {np.mean(np.abs(values)):.1f}% over {len(values)} front points "
                     f"(the predictor states a MAPE of {stated[phase]:.1f}%)"
                 )
-            if not reasons or round_index == plan.max_rounds - 1:
+            if not another_round(plan, reasons, len(rounds), len(chosen)):
                 break
-            self.console.print("[yellow]refitting the latency predictors: " + "; ".join(reasons.values()) + "[/]")
-            rows = [r for r in cache.load(self.db_url, self.device, self.spec.backend) if r["phase"] in PHASES]
-            self._fit(rows, peaks=None)
-            predictor = make_family(self.spec, self.device, "predicted")
-            for candidate in candidates:
-                predicted = predictor.predicted_ms(predictor.config(candidate["params"]), self.db_url, self.device)
-                candidate["predicted"] = {f"edgetam_{k.removesuffix('_ms')}": v for k, v in predicted.items()}
+            if reasons:
+                self._refit(reasons, candidates)
         verified = front(candidates, self.spec.constraints, measured_only=True)
         if not verified:
             raise UserError("No measured candidate meets the constraints on the device; loosen them or raise trials.")
@@ -236,6 +232,18 @@ class EdgeTAMPipeline:
             "front": [_public(c) for c in verified],
             "not_verified": {str(c["number"]): c["failed"] for c in candidates if c.get("failed")},
         }
+
+    def _refit(self, reasons: dict[str, str], candidates: list[dict[str, Any]]) -> None:
+        """Refit the latency predictors on every stable measurement and re-predict every candidate."""
+        from latency_models import cache
+
+        self.console.print("[yellow]refitting the latency predictors: " + "; ".join(reasons.values()) + "[/]")
+        rows = [r for r in cache.load(self.db_url, self.device, self.spec.backend) if r["phase"] in PHASES]
+        self._fit(rows, peaks=None)
+        predictor = make_family(self.spec, self.device, "predicted")
+        for candidate in candidates:
+            predicted = predictor.predicted_ms(predictor.config(candidate["params"]), self.db_url, self.device)
+            candidate["predicted"] = {f"edgetam_{k.removesuffix('_ms')}": v for k, v in predicted.items()}
 
     def _export(self, context: StageContext) -> dict[str, Any]:
         from latency_models.backends import get_backend

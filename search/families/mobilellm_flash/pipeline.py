@@ -37,7 +37,7 @@ from search.families.mobilellm_flash.space import ArchConfig, pruned_candidate, 
 from search.family import InvalidCandidate
 from search.space import SearchSpace
 from search.staged import StageContext, StagedRun
-from search.verification import errors_pct, most_hypervolume, needs_refit
+from search.verification import another_round, errors_pct, most_hypervolume, needs_refit
 
 KIND = FAMILY
 STAGES = ("backbone", "calibrate", "search", "verify", "export")
@@ -207,8 +207,11 @@ class FlashWork:
         judged on the best-known latency), where it has the most hypervolume; each gets ``measured`` or
         ``failed``. Returns the chosen candidates and how many the device measured (cached ones cost nothing)."""
         measurable = [c for c in candidates if not c.get("failed")]
-        chosen = [c for c in verification.front(measurable, self.spec.constraints, False) if not c.get("measured")]
-        chosen = most_hypervolume(chosen, verification.objective_points(chosen), max_points)
+        predicted_front = verification.front(measurable, self.spec.constraints, False)
+        chosen = [c for c in predicted_front if not c.get("measured")]
+        measured = [c for c in predicted_front if c.get("measured")]
+        kept = verification.objective_points(measured) if measured else None
+        chosen = most_hypervolume(chosen, verification.objective_points(chosen), max_points, kept)
         fresh = 0
         with _bar(self.console) as bar:
             task = bar.add_task(f"{title}: measuring", total=len(chosen))
@@ -395,8 +398,9 @@ class FlashPipeline:
         self.console.print(f"[bold cyan]stage {position}/{len(STAGES)} {stage}[/]: {what}")
 
     def _verify(self, context: StageContext) -> dict[str, Any]:
-        """Measure the predicted front; while the error exceeds what the predictor promised, refit on everything
-        measured and measure the new front, up to ``verify.max_rounds`` rounds."""
+        """Measure the predicted front; while the error exceeds what the predictor promised (or, with
+        ``verify.stop_when_accurate`` off, in every round), refit on everything measured when the error calls for
+        it and measure more of the front, up to ``verify.max_rounds`` rounds."""
         from latency_models.fitting import fit_and_store
 
         search_id = context.outputs["search"]["search_id"]
@@ -407,16 +411,17 @@ class FlashPipeline:
         measurer = self.work.measurer(backbone, "verify")
         plan = self.spec.verify
         rounds: list[dict[str, Any]] = []
-        for round_index in range(plan.max_rounds):
-            title = f"verify round {round_index + 1}"
+        while True:
+            title = f"verify round {len(rounds) + 1}"
             chosen, _fresh = self.work.measure_front(candidates, measurer, plan.max_points, title)
             rounds.append(self.work.prediction_errors(chosen, plan.tolerance, plan.min_error_pct))
             reasons = rounds[-1]["refit"]
-            if not reasons or round_index == plan.max_rounds - 1:
+            if not another_round(plan, reasons, len(rounds), len(chosen)):
                 break
-            self.console.print("[yellow]refitting the latency predictor: " + "; ".join(reasons.values()) + "[/]")
-            fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=None)
-            self.work.repredict(candidates, backbone)
+            if reasons:
+                self.console.print("[yellow]refitting the latency predictor: " + "; ".join(reasons.values()) + "[/]")
+                fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=None)
+                self.work.repredict(candidates, backbone)
         verified = verification.front(candidates, self.spec.constraints, measured_only=True)
         if not verified:
             raise UserError(
