@@ -5,9 +5,9 @@ From simplest to richest:
 - ``roofline``: analytical, no fitting; each kind of work takes max(FLOPs / peak, bytes / bandwidth)
   at the device's measured peak compute and memory bandwidth.
 - ``flops-linear``: latency = a * FLOPs + b.
-- ``flops-layers``: FLOPs-linear plus a fixed cost per layer and per attention sub-block (a family's
-  ``counts``: kernel launches, norms, the runtime's per-operator work), which dominate small decode
-  steps. Three or four coefficients, so it is the model that four calibration measurements can fit.
+- ``flops-layers``: latency = a * FLOPs plus a fixed cost per layer and per attention sub-block (a
+  family's ``counts``: kernel launches, norms, the runtime's per-operator work), which dominate small
+  decode steps. Three coefficients and no intercept, so four calibration measurements can fit it.
 - ``layerwise``: nn-Meter-style additive model: every layer's latency is a non-negative linear
   function of its own work (projection, attention-score, FFN FLOPs, KV bytes, a per-layer cost by
   attention mode) and the model's latency is their sum plus the head. The block coefficients are
@@ -163,6 +163,8 @@ class FlopsLinearPredictor(LatencyPredictor):
 class _PositiveLinear(LatencyPredictor):
     """Latency as a non-negative combination of some feature columns (``_terms``), fitted for relative error."""
 
+    intercept: ClassVar[bool] = True
+
     def __init__(self, features: FeatureSet | None = None) -> None:
         self.features = features
 
@@ -172,7 +174,8 @@ class _PositiveLinear(LatencyPredictor):
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> _PositiveLinear:
         y = np.asarray(y, float)
         self.scale_ = self._terms(X).abs().max().replace(0, 1.0)
-        self.model_ = LinearRegression(positive=True).fit(self._terms(X) / self.scale_, y, sample_weight=1.0 / y**2)
+        model = LinearRegression(positive=True, fit_intercept=self.intercept)
+        self.model_ = model.fit(self._terms(X) / self.scale_, y, sample_weight=1.0 / y**2)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -181,6 +184,7 @@ class _PositiveLinear(LatencyPredictor):
 
 class FlopsLayersPredictor(_PositiveLinear):
     name = "flops-layers"
+    intercept = False  # a fixed cost per call is a per-layer cost here: one coefficient fewer to fit from four points
 
     def _terms(self, X: pd.DataFrame) -> pd.DataFrame:
         return X[["flops", *_count_columns(self.features)]]

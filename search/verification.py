@@ -86,7 +86,15 @@ def needs_refit(
 
 def another_round(plan: VerifyPlan, refit_reasons: dict[str, str], rounds_done: int, measured_now: int) -> bool:
     """Whether the verify stage measures another round: rounds are left, the last one measured something, and
-    either the predictor was refitted (its new front needs checking) or the plan spends every round."""
+    either the predictor is refitted (its new front needs checking) or the plan spends every round."""
     if rounds_done >= plan.max_rounds or measured_now == 0:
         return False
     return bool(refit_reasons) or not plan.stop_when_accurate
+
+
+def refit_reasons_between_rounds(plan: VerifyPlan, refit_reasons: dict[str, str], measured: int) -> list[str]:
+    """Why the predictor is refitted before the next round: its error on the front, or, when the plan spends
+    every round, the new measurements themselves (on a few calibration points each one moves the fit)."""
+    if refit_reasons or plan.stop_when_accurate:
+        return list(refit_reasons.values())
+    return [f"{measured} front points measured since the last fit"]

@@ -17,7 +17,13 @@ from search.pareto import hypervolume
 from search.spec import ConstraintSpec
 from search.staged import StagedRun
 from search.staged_plans import VerifyPlan
-from search.verification import another_round, errors_pct, most_hypervolume, needs_refit
+from search.verification import (
+    another_round,
+    errors_pct,
+    most_hypervolume,
+    needs_refit,
+    refit_reasons_between_rounds,
+)
 
 BACKBONE = ArchConfig(
     vocab_size=512,
@@ -150,6 +156,15 @@ def test_verification_goes_on_while_rounds_are_left_and_there_is_reason(
 ) -> None:
     plan = VerifyPlan(max_points=2, max_rounds=3, stop_when_accurate=stop_when_accurate)
     assert another_round(plan, reasons, rounds_done, measured_now) is expected
+
+
+def test_between_rounds_the_predictor_is_refitted_when_it_was_off_or_when_every_round_is_spent() -> None:
+    off = {"decode": "decode: mean error 30% on the front"}
+    assert refit_reasons_between_rounds(VerifyPlan(), {}, 2) == []
+    assert refit_reasons_between_rounds(VerifyPlan(), off, 2) == [off["decode"]]
+    spend = VerifyPlan(stop_when_accurate=False)
+    assert refit_reasons_between_rounds(spend, off, 2) == [off["decode"]]
+    assert refit_reasons_between_rounds(spend, {}, 2) == ["2 front points measured since the last fit"]
 
 
 def test_a_refit_is_asked_for_only_when_errors_exceed_the_stated_accuracy() -> None:

@@ -40,7 +40,14 @@ from search.family import InvalidCandidate
 from search.pareto import pareto_mask
 from search.space import CategoricalParam, IntParam, SearchSpace
 from search.staged import StageContext, StagedRun
-from search.verification import another_round, errors_pct, feasible, most_hypervolume, needs_refit
+from search.verification import (
+    another_round,
+    errors_pct,
+    feasible,
+    most_hypervolume,
+    needs_refit,
+    refit_reasons_between_rounds,
+)
 
 KIND = FAMILY
 STAGES = ("teacher", "calibrate", "search", "verify", "export")
@@ -220,8 +227,9 @@ class EdgeTAMPipeline:
                 )
             if not another_round(plan, reasons, len(rounds), len(chosen)):
                 break
-            if reasons:
-                self._refit(reasons, candidates)
+            why = refit_reasons_between_rounds(plan, reasons, len(chosen))
+            if why:
+                self._refit(why, candidates)
         verified = front(candidates, self.spec.constraints, measured_only=True)
         if not verified:
             raise UserError("No measured candidate meets the constraints on the device; loosen them or raise trials.")
@@ -233,11 +241,11 @@ class EdgeTAMPipeline:
             "not_verified": {str(c["number"]): c["failed"] for c in candidates if c.get("failed")},
         }
 
-    def _refit(self, reasons: dict[str, str], candidates: list[dict[str, Any]]) -> None:
+    def _refit(self, why: list[str], candidates: list[dict[str, Any]]) -> None:
         """Refit the latency predictors on every stable measurement and re-predict every candidate."""
         from latency_models import cache
 
-        self.console.print("[yellow]refitting the latency predictors: " + "; ".join(reasons.values()) + "[/]")
+        self.console.print("[yellow]refitting the latency predictors: " + "; ".join(why) + "[/]")
         rows = [r for r in cache.load(self.db_url, self.device, self.spec.backend) if r["phase"] in PHASES]
         self._fit(rows, peaks=None)
         predictor = make_family(self.spec, self.device, "predicted")

@@ -8,7 +8,8 @@
    latency the calibrated predictor's estimate, constraints as the spec says.
 4. verify: measure the predicted front on the device, store predicted against measured; when the
    error exceeds the predictor's own stated accuracy, refit on everything measured and verify the
-   new front, up to ``verify.max_rounds`` times.
+   new front, up to ``verify.max_rounds`` times (with ``verify.stop_when_accurate`` off, every round
+   refits and measures more of the front).
 5. export: the verified front's best candidates as ExecuTorch programs that generate text,
    checked token for token against PyTorch.
 
@@ -37,7 +38,13 @@ from search.families.mobilellm_flash.space import ArchConfig, pruned_candidate, 
 from search.family import InvalidCandidate
 from search.space import SearchSpace
 from search.staged import StageContext, StagedRun
-from search.verification import another_round, errors_pct, most_hypervolume, needs_refit
+from search.verification import (
+    another_round,
+    errors_pct,
+    most_hypervolume,
+    needs_refit,
+    refit_reasons_between_rounds,
+)
 
 KIND = FAMILY
 STAGES = ("backbone", "calibrate", "search", "verify", "export")
@@ -399,8 +406,8 @@ class FlashPipeline:
 
     def _verify(self, context: StageContext) -> dict[str, Any]:
         """Measure the predicted front; while the error exceeds what the predictor promised (or, with
-        ``verify.stop_when_accurate`` off, in every round), refit on everything measured when the error calls for
-        it and measure more of the front, up to ``verify.max_rounds`` rounds."""
+        ``verify.stop_when_accurate`` off, in every round), refit on everything measured and measure more of the
+        front, up to ``verify.max_rounds`` rounds."""
         from latency_models.fitting import fit_and_store
 
         search_id = context.outputs["search"]["search_id"]
@@ -418,8 +425,9 @@ class FlashPipeline:
             reasons = rounds[-1]["refit"]
             if not another_round(plan, reasons, len(rounds), len(chosen)):
                 break
-            if reasons:
-                self.console.print("[yellow]refitting the latency predictor: " + "; ".join(reasons.values()) + "[/]")
+            why = refit_reasons_between_rounds(plan, reasons, len(chosen))
+            if why:
+                self.console.print("[yellow]refitting the latency predictor: " + "; ".join(why) + "[/]")
                 fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=None)
                 self.work.repredict(candidates, backbone)
         verified = verification.front(candidates, self.spec.constraints, measured_only=True)
