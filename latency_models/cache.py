@@ -1,9 +1,11 @@
 """The measurement cache in ``hilnas_measurements``: nothing is measured twice under the same key.
 
-The key is (architecture hash, device, backend, phase, shape). Only stable rows count as hits;
-an unstable row is re-measured and replaced. Reads may happen anywhere (a device actor checks
-before measuring); writes happen in one process: the search driver's recorder, or the
-standalone ``hilnas latency`` commands, which are their own single writer.
+The key is (architecture hash, device, backend, phase, shape). Only stable rows timed the way the
+caller times (``extra["timing"]``: drift-corrected or raw) count as hits; an unstable row, or one
+timed the other way, is re-measured and replaced, and predictors are fitted on one kind alone.
+Reads may happen anywhere (a device actor checks before measuring); writes happen in one process:
+the search driver's recorder, or the standalone ``hilnas latency`` commands, which are their own
+single writer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def row_of(measurement: Measurement) -> dict[str, Any]:
     return {name: getattr(measurement, name) for name in ROW_FIELDS}
 
 
+def row_timing(row: dict[str, Any]) -> str:
+    """How a row was timed (rows stored before the label existed: drift-corrected when they carry a drift)."""
+    extra = row.get("extra") or {}
+    return extra.get("timing") or ("drift-corrected" if "drift" in extra else "raw")
+
+
 def key_clause(arch_hash: str, device: str, backend: str, phase: str, shape: dict[str, Any]) -> tuple:
     return (
         Measurement.arch_hash == arch_hash,
@@ -51,24 +59,26 @@ def key_clause(arch_hash: str, device: str, backend: str, phase: str, shape: dic
 
 
 def lookup(
-    db_url: str, arch_hash: str, device: str, backend: str, phase: str, shape: dict[str, Any]
+    db_url: str, arch_hash: str, device: str, backend: str, phase: str, shape: dict[str, Any], timing: str | None = None
 ) -> dict[str, Any] | None:
-    """The stable cached row for this key, or None when it must be measured."""
+    """The stable cached row for this key (timed as ``timing`` says, when given), or None when it must be measured."""
     with session_scope(db_url) as session:
         found = session.scalar(
             select(Measurement).where(*key_clause(arch_hash, device, backend, phase, shape), Measurement.stable)
         )
-        return row_of(found) if found is not None else None
+        row = row_of(found) if found is not None else None
+    return row if row is not None and (timing is None or row_timing(row) == timing) else None
 
 
 def save(db_url: str, rows: list[dict[str, Any]]) -> int:
-    """Insert rows in one transaction, replacing an unstable row of the same key; returns rows written."""
+    """Insert rows in one transaction, replacing an unstable row of the same key or one timed the other way;
+    returns rows written."""
     written = 0
     with session_scope(db_url) as session:
         for row in rows:
             key = key_clause(row["arch_hash"], row["device"], row["backend"], row["phase"], row["shape"])
             existing = session.scalar(select(Measurement).where(*key))
-            if existing is not None and existing.stable:
+            if existing is not None and existing.stable and row_timing(row_of(existing)) == row_timing(row):
                 continue
             if existing is not None:
                 session.delete(existing)
@@ -78,10 +88,14 @@ def save(db_url: str, rows: list[dict[str, Any]]) -> int:
     return written
 
 
-def load(db_url: str, device: str, backend: str, stable_only: bool = True) -> list[dict[str, Any]]:
-    """Every measurement of a device and backend (the predictors' training data)."""
+def load(
+    db_url: str, device: str, backend: str, stable_only: bool = True, timing: str | None = None
+) -> list[dict[str, Any]]:
+    """Every measurement of a device and backend (the predictors' training data), only those timed as ``timing``
+    says when it is given."""
     with session_scope(db_url) as session:
         query = select(Measurement).where(Measurement.device == device, Measurement.backend == backend)
         if stable_only:
             query = query.where(Measurement.stable)
-        return [row_of(m) for m in session.scalars(query.order_by(Measurement.id))]
+        rows = [row_of(m) for m in session.scalars(query.order_by(Measurement.id))]
+    return [row for row in rows if timing is None or row_timing(row) == timing]

@@ -19,6 +19,7 @@ from latency_models.fitting import fit_and_store
 from latency_models.measure import PHASES
 from latency_models.measurer import DeviceMeasurer
 from latency_models.metrics import noise_floor
+from latency_models.protocol import timing_label
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
 from search.space import SearchSpace
 
@@ -90,5 +91,6 @@ def calibrate_device(
         backend=measurer.backend.name,
         peaks=peaks,
         noise_floors=floors,
+        timing=timing_label(measurer.protocol),
     )
     return DeviceCalibration(peaks, reports, floors, len(result.measured), result.failures)

@@ -92,6 +92,7 @@ def fit_and_store(
     peaks: dict[str, float] | None,
     noise_floors: dict[str, dict | None] | None = None,
     rows: list[dict[str, Any]] | None = None,
+    timing: str | None = None,
     phases: tuple[str, ...] = PHASES,
     features: FeatureSet | None = None,
 ) -> dict[str, list[PredictorReport]]:
@@ -101,10 +102,11 @@ def fit_and_store(
     ``peaks`` ({"peak_gflops", "bandwidth_gbs"}) feed the roofline; when None, the device's latest
     stored profile is used, and without one the roofline is left out. ``noise_floors`` per phase are
     stored beside each predictor's metrics. Raises ``UserError`` before storing anything when a
-    phase has fewer than four stable rows. ``phases`` and ``features``: as ``fit_predictors``.
+    phase has fewer than four stable rows. Without ``rows``, the store's rows timed as ``timing`` says (see
+    ``protocol.timing_label``; None: all). ``phases`` and ``features``: as ``fit_predictors``.
     """
     if rows is None:
-        rows = cache.load(db_url, device, backend)
+        rows = cache.load(db_url, device, backend, timing=timing)
     if peaks is None:
         peaks = storage.latest_profile(db_url, device)
     reports = fit_predictors(rows, device, backend, peaks, phases=phases, features=features)

@@ -102,10 +102,13 @@ class DeviceMeasurer:
         """Rows per phase and whether they all came from the cache; fresh rows are saved
         (unless ``use_cache`` is off: a re-measurement for the noise floor is not stored)."""
         from latency_models import cache
+        from latency_models.protocol import timing_label
 
         if use_cache:
             cached = {
-                phase: cache.lookup(self.db_url, arch_hash, self.device, self.backend.name, phase, shape)
+                phase: cache.lookup(
+                    self.db_url, arch_hash, self.device, self.backend.name, phase, shape, timing_label(self.protocol)
+                )
                 for phase, (arch_hash, shape) in self.cache_keys(params).items()
             }
             if all(row is not None for row in cached.values()):

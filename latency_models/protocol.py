@@ -149,11 +149,19 @@ def measure(run: Callable[[], Any], config: ProtocolConfig, reference: Reference
             return timing
 
 
-def drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float]:
-    """What a drift-corrected row was corrected by: the raw median and the reference's time against its baseline."""
+def timing_label(config: ProtocolConfig) -> str:
+    """How a protocol's rows are timed: drift-corrected rows are scaled to the reference's baseline, raw rows are
+    wall-clock; the measurement cache never mixes the two."""
+    return "drift-corrected" if config.drift_reference else "raw"
+
+
+def drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float | str]:
+    """How a row was timed and, when drift-corrected, what by: the raw median and the reference's time against
+    its baseline."""
     if reference is None:
-        return {}
+        return {"timing": "raw"}
     return {
+        "timing": "drift-corrected",
         "raw_median_ms": timing.raw_median_ms,
         "reference_ms": timing.reference_median_ms,
         "reference_baseline_ms": reference.baseline_ms,

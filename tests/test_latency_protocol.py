@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from latency_models import cache
-from latency_models.protocol import ProtocolConfig, Reference, machine_fingerprint, measure
+from latency_models.protocol import ProtocolConfig, Reference, machine_fingerprint, measure, timing_label
 from search.families.mobilellm_flash.family import MobileLLMFlashFamily
 from search.family import TrialContext
 
@@ -78,8 +78,9 @@ def test_cache_hit_avoids_re_measuring(db_url: str, tmp_path: Path, monkeypatch:
     assert cache.save(db_url, second.measurements) == 0  # nothing is stored twice
 
 
-def test_unstable_rows_are_no_cache_hits_and_get_replaced(sqlite_url: str) -> None:
-    row = {
+def _row(**changes: object) -> dict:
+    """A measurement row of one decode shape (unstable, not drift-corrected unless ``changes`` say so)."""
+    return {
         "arch_hash": "abc",
         "architecture": {},
         "device": "cpu",
@@ -96,13 +97,34 @@ def test_unstable_rows_are_no_cache_hits_and_get_replaced(sqlite_url: str) -> No
         "stable": False,
         "fingerprint": {},
         "extra": None,
-    }
+    } | changes
+
+
+def test_unstable_rows_are_no_cache_hits_and_get_replaced(sqlite_url: str) -> None:
+    row = _row()
     assert cache.save(sqlite_url, [row]) == 1
     assert cache.lookup(sqlite_url, "abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8}) is None
     assert cache.save(sqlite_url, [row | {"stable": True, "median_ms": 2.0}]) == 1
     hit = cache.lookup(sqlite_url, "abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8})
     assert hit is not None and hit["median_ms"] == 2.0
     assert len(cache.load(sqlite_url, "cpu", "torch-eager", stable_only=False)) == 1
+
+
+def test_rows_timed_another_way_are_no_cache_hits_and_never_train_the_same_predictor(sqlite_url: str) -> None:
+    key = ("abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8})
+    corrected = timing_label(ProtocolConfig())
+    raw_config = ProtocolConfig(drift_reference=False)
+    # A row stored before rows were labelled: wall-clock time, as every row then was.
+    assert cache.save(sqlite_url, [_row(stable=True, extra={"export_s": 1.0})]) == 1
+    assert cache.lookup(sqlite_url, *key, timing_label(raw_config))["median_ms"] == 1.0
+    assert cache.lookup(sqlite_url, *key, corrected) is None
+    assert cache.load(sqlite_url, "cpu", "torch-eager", timing=corrected) == []
+    # The drift-corrected measurement replaces it, and is then a hit for drift-corrected callers alone.
+    assert cache.save(sqlite_url, [_row(stable=True, median_ms=0.8, extra={"timing": corrected, "drift": 1.2})]) == 1
+    assert cache.lookup(sqlite_url, *key, corrected)["median_ms"] == 0.8
+    assert cache.lookup(sqlite_url, *key, timing_label(raw_config)) is None
+    assert [r["median_ms"] for r in cache.load(sqlite_url, "cpu", "torch-eager", timing=corrected)] == [0.8]
+    assert cache.save(sqlite_url, [_row(stable=True, median_ms=0.9, extra={"timing": corrected})]) == 0
 
 
 def test_unstable_measurement_fails_the_trial_instead_of_being_used(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from evaluators.vos.synthetic import SyntheticConfig, cached_synthetic_davis
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.backends import get_backend
-from latency_models.protocol import ProtocolConfig
+from latency_models.protocol import ProtocolConfig, timing_label
 from latency_models.reference import drift_reference
 from search.families.edgetam import FAMILY
 from search.families.edgetam.latency import COMPONENTS, measure_components, measurement_rows
@@ -313,9 +313,10 @@ class EdgeTAMFamily(Family):
         from latency_models import cache
 
         url = db_url or get_settings().db_url
+        timing = timing_label(self.options.protocol)
         try:
             found = {
-                phase: cache.lookup(url, arch_hash, device, self.options.backend, phase, shape)
+                phase: cache.lookup(url, arch_hash, device, self.options.backend, phase, shape, timing)
                 for phase, (arch_hash, shape) in self.cache_keys(params).items()
             }
         except UserError:  # no reachable store from this node: measure rather than fail

@@ -19,6 +19,7 @@ the other. ``resume`` re-runs only unfinished stages (an interrupted search resu
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.measurer import DeviceMeasurer
+from latency_models.protocol import timing_label
 from search.executor import describe_exception
 from search.families.edgetam import FAMILY
 from search.families.edgetam.family import EdgeTAMFamily, EdgeTAMOptions
@@ -128,7 +130,7 @@ class EdgeTAMPipeline:
     def _calibrate(self, context: StageContext) -> dict[str, Any]:
         import pandas as pd
 
-        from latency_models import cache, storage
+        from latency_models import storage
         from latency_models.calibration import calibrate
 
         plan = self.spec.calibration
@@ -157,7 +159,7 @@ class EdgeTAMPipeline:
         storage.save_profile(
             self.db_url, self.device, self.spec.protocol.threads, profile["peaks"], profile["fingerprint"]
         )
-        rows = [r for r in cache.load(self.db_url, self.device, self.spec.backend) if r["phase"] in frames]
+        rows = self._stored_rows(frames)
         selected = self._fit(rows, profile["peaks"])
         return {
             "measured": len(result.measured),
@@ -243,10 +245,8 @@ class EdgeTAMPipeline:
 
     def _refit(self, why: list[str], candidates: list[dict[str, Any]]) -> None:
         """Refit the latency predictors on every stable measurement and re-predict every candidate."""
-        from latency_models import cache
-
         self.console.print("[yellow]refitting the latency predictors: " + "; ".join(why) + "[/]")
-        rows = [r for r in cache.load(self.db_url, self.device, self.spec.backend) if r["phase"] in PHASES]
+        rows = self._stored_rows(PHASES)
         self._fit(rows, peaks=None)
         predictor = make_family(self.spec, self.device, "predicted")
         for candidate in candidates:
@@ -286,6 +286,13 @@ class EdgeTAMPipeline:
 
     def _fitted_phases(self) -> tuple[str, ...]:
         return PHASES if self.spec.calibration.components else (FRAME,)
+
+    def _stored_rows(self, phases: Collection[str]) -> list[dict[str, Any]]:
+        """The device's stable rows of ``phases``, timed as this run times (the predictors' training data)."""
+        from latency_models import cache
+
+        rows = cache.load(self.db_url, self.device, self.spec.backend, timing=timing_label(self.spec.protocol))
+        return [r for r in rows if r["phase"] in phases]
 
     def _measurer(self, stage: str) -> DeviceMeasurer:
         return device_measurer(self.db_url, self.spec, self.family, self.address, stage)

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
-from latency_models.protocol import ProtocolConfig
+from latency_models.protocol import ProtocolConfig, timing_label
 from search.families.mobilellm_flash import FAMILY
 from search.families.mobilellm_flash.space import (
     ArchConfig,
@@ -202,6 +202,7 @@ class MobileLLMFlashFamily(Family):
                     self.options.backend,
                     phase,
                     phase_shape(workload, phase),
+                    timing_label(self.options.protocol),
                 )
                 for phase in phases
             }

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.measurer import DeviceMeasurer
+from latency_models.protocol import timing_label
 from search.executor import describe_exception
 from search.families.mobilellm_flash import FAMILY, verification
 from search.families.mobilellm_flash.pipeline_spec import FlashPipelineSpec
@@ -138,7 +139,8 @@ class FlashWork:
         profile = measurer.profile()  # in the device's actor, where the candidates ran
         peaks = profile["peaks"]
         storage.save_profile(self.db_url, self.device, self.spec.protocol.threads, peaks, profile["fingerprint"])
-        reports = fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=peaks)
+        timing = timing_label(self.spec.protocol)
+        reports = fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=peaks, timing=timing)
         selected = {
             phase: next(
                 ({"name": r.name, "cv_mape": r.cv_mape, "metrics": r.metrics} for r in phase_reports if r.selected),
@@ -150,7 +152,7 @@ class FlashWork:
             if chosen is not None:
                 mape = chosen["metrics"]["random"]["mape"]
                 self.console.print(f"{phase}: predictor {chosen['name']} chosen, held-out MAPE {mape:.1f}%")
-        n_rows = len(cache.load(self.db_url, self.device, self.spec.backend))
+        n_rows = len(cache.load(self.db_url, self.device, self.spec.backend, timing=timing))
         return {
             "measured": len(result.measured),
             "device_measurements": fresh,
@@ -428,7 +430,13 @@ class FlashPipeline:
             why = refit_reasons_between_rounds(plan, reasons, len(chosen))
             if why:
                 self.console.print("[yellow]refitting the latency predictor: " + "; ".join(why) + "[/]")
-                fit_and_store(self.db_url, device=self.device, backend=self.spec.backend, peaks=None)
+                fit_and_store(
+                    self.db_url,
+                    device=self.device,
+                    backend=self.spec.backend,
+                    peaks=None,
+                    timing=timing_label(self.spec.protocol),
+                )
                 self.work.repredict(candidates, backbone)
         verified = verification.front(candidates, self.spec.constraints, measured_only=True)
         if not verified:
