@@ -22,7 +22,11 @@ def feasible(values: dict[str, float], constraints: list[ConstraintSpec]) -> boo
 
 
 def most_hypervolume(
-    candidates: list[dict[str, Any]], points: np.ndarray, k: int, kept: np.ndarray | None = None
+    candidates: list[dict[str, Any]],
+    points: np.ndarray,
+    k: int,
+    kept: np.ndarray | None = None,
+    population: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """At most ``k`` candidates, chosen greedily for the hypervolume their ``points`` (one row of minimised
     objectives per candidate) dominate together with the ``kept`` points (the front already measured), kept in
@@ -30,14 +34,15 @@ def most_hypervolume(
 
     The verified front is judged by its hypervolume, so a few measurements go where the predicted front has
     most of it rather than evenly along it, and a later round fills what the measured points leave open.
-    Objectives are scaled to [0, 1] over all the points and the reference point is 1.1 in each, as the
-    search's own hypervolume is.
+    Objectives are scaled to [0, 1] over the ``population`` (every candidate of the search; default: the points
+    given) and the reference point is 1.1 in each, as the search's own hypervolume is: scaled over the front
+    alone, its extremes would weigh as much as its knee.
     """
     if len(candidates) <= k:
         return list(candidates)
     width = points.shape[1]
     kept = np.empty((0, width)) if kept is None else np.asarray(kept, dtype=float).reshape(-1, width)
-    every = np.vstack([points, kept])
+    every = np.vstack([points, kept] + ([] if population is None else [np.asarray(population, dtype=float)]))
     low, high = every.min(axis=0), every.max(axis=0)
     scale = np.where(high > low, high - low, 1.0)
     scaled, scaled_kept = (points - low) / scale, (kept - low) / scale

@@ -141,6 +141,16 @@ def test_a_later_round_picks_what_adds_most_to_the_front_already_measured() -> N
     assert gains[after[0]["number"]] == pytest.approx(max(gains.values()))
 
 
+def test_points_are_weighed_on_the_scale_of_the_whole_search_not_the_front_alone() -> None:
+    # Scaled over the front alone, the middle point looks best; among all candidates (one far worse point),
+    # the front is a corner of the box and an extreme point dominates more.
+    points = np.array([[0.0, 0.3], [0.2, 0.2], [0.3, 0.0]])
+    items = [{"number": i} for i in range(len(points))]
+    assert [x["number"] for x in most_hypervolume(items, points, 1)] == [1]
+    whole = np.vstack([points, [[1.0, 1.0]]])
+    assert [x["number"] for x in most_hypervolume(items, points, 1, population=whole)] in ([0], [2])
+
+
 @pytest.mark.parametrize(
     ("stop_when_accurate", "reasons", "rounds_done", "measured_now", "expected"),
     [

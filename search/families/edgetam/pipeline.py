@@ -202,7 +202,8 @@ class EdgeTAMPipeline:
             chosen = [c for c in predicted_front if not c.get("measured")]
             kept = [_objective_point(c, _estimate(c, False)) for c in predicted_front if c.get("measured")]
             points = np.array([_objective_point(c, _estimate(c, False)) for c in chosen])
-            chosen = most_hypervolume(chosen, points, plan.max_points, np.array(kept) if kept else None)
+            population = np.array([_objective_point(c, _estimate(c, False)) for c in candidates if not c.get("failed")])
+            chosen = most_hypervolume(chosen, points, plan.max_points, np.array(kept) if kept else None, population)
             with _bar(self.console) as bar:
                 task = bar.add_task(f"verify round {len(rounds) + 1}: measuring", total=len(chosen))
                 for candidate in chosen:

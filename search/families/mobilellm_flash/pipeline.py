@@ -220,7 +220,8 @@ class FlashWork:
         chosen = [c for c in predicted_front if not c.get("measured")]
         measured = [c for c in predicted_front if c.get("measured")]
         kept = verification.objective_points(measured) if measured else None
-        chosen = most_hypervolume(chosen, verification.objective_points(chosen), max_points, kept)
+        population = verification.objective_points(measurable)
+        chosen = most_hypervolume(chosen, verification.objective_points(chosen), max_points, kept, population)
         fresh = 0
         with _bar(self.console) as bar:
             task = bar.add_task(f"{title}: measuring", total=len(chosen))
