@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db.models import Measurement
 from db.models.core import measurement_shape_key
@@ -48,6 +49,22 @@ def row_timing(row: dict[str, Any]) -> str:
     return extra.get("timing") or ("drift-corrected" if "drift" in extra else "raw")
 
 
+def store_row(session: Session, row: dict[str, Any], **links: Any) -> bool:
+    """Add ``row`` (with ``links`` such as search and trial ids) unless a stable row timed the same way holds its
+    key; an unstable row, or one timed the other way, is replaced. Whether it was added. Every writer (``save``,
+    the search recorder) goes through here, so the rule is the same for all."""
+    key = key_clause(row["arch_hash"], row["device"], row["backend"], row["phase"], row["shape"])
+    existing = session.scalar(select(Measurement).where(*key))
+    if existing is not None:
+        if existing.stable and row_timing({"extra": existing.extra}) == row_timing(row):
+            return False
+        session.delete(existing)
+        session.flush()
+    fields = {k: row[k] for k in ROW_FIELDS if k in row}
+    session.add(Measurement(shape_key=measurement_shape_key(row["shape"]), **fields, **links))
+    return True
+
+
 def key_clause(arch_hash: str, device: str, backend: str, phase: str, shape: dict[str, Any]) -> tuple:
     return (
         Measurement.arch_hash == arch_hash,
@@ -73,19 +90,8 @@ def lookup(
 def save(db_url: str, rows: list[dict[str, Any]]) -> int:
     """Insert rows in one transaction, replacing an unstable row of the same key or one timed the other way;
     returns rows written."""
-    written = 0
     with session_scope(db_url) as session:
-        for row in rows:
-            key = key_clause(row["arch_hash"], row["device"], row["backend"], row["phase"], row["shape"])
-            existing = session.scalar(select(Measurement).where(*key))
-            if existing is not None and existing.stable and row_timing(row_of(existing)) == row_timing(row):
-                continue
-            if existing is not None:
-                session.delete(existing)
-                session.flush()
-            session.add(Measurement(shape_key=measurement_shape_key(row["shape"]), **{k: row[k] for k in ROW_FIELDS}))
-            written += 1
-    return written
+        return sum(store_row(session, row) for row in rows)
 
 
 def load(

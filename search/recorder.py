@@ -20,10 +20,9 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Artifact, HypervolumePoint, Measurement, Search, Trial
-from db.models.core import measurement_shape_key
+from db.models import Artifact, HypervolumePoint, Search, Trial
 from db.session import retry_transient, session_scope
-from latency_models.cache import key_clause
+from latency_models.cache import store_row
 from search.spec import SearchSpec
 
 FINISHED_STATES = ("complete", "failed", "invalid")
@@ -192,10 +191,7 @@ class SearchRecorder:
                 session.add(self._artifact_row(row.id, artifact))
 
     def _add_measurement(self, session, trial_id: int, data: dict[str, Any]) -> None:  # noqa: ANN001
-        key = key_clause(data["arch_hash"], data["device"], data["backend"], data["phase"], data["shape"])
-        if session.scalar(select(Measurement.id).where(*key)) is None:
-            shape_key = measurement_shape_key(data["shape"])
-            session.add(Measurement(search_id=self.search_id, trial_id=trial_id, shape_key=shape_key, **data))
+        store_row(session, data, search_id=self.search_id, trial_id=trial_id)
 
     def _artifact_row(self, trial_id: int, data: dict[str, Any]) -> Artifact:
         path = Path(data["path"])

@@ -7,6 +7,7 @@ latency phase to milliseconds and, once measured, whose ``measured`` does the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,26 @@ def most_hypervolume(
             max(remaining, key=lambda i: hypervolume(np.vstack([scaled_kept, scaled[[*chosen, i]]]), reference))
         )
     return [candidates[i] for i in sorted(chosen)]
+
+
+def points_to_measure(
+    candidates: list[dict[str, Any]],
+    front_of: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    point_of: Callable[[dict[str, Any]], np.ndarray],
+    k: int,
+) -> list[dict[str, Any]]:
+    """A verify round's choice: up to ``k`` unmeasured candidates of the predicted front (``front_of``, on the
+    best-known latency) adding most hypervolume to its measured points, scaled over every candidate. Candidates
+    that failed to measure are left out, so a later round does not retry them."""
+    measurable = [c for c in candidates if not c.get("failed")]
+    predicted_front = front_of(measurable)
+    new = [c for c in predicted_front if not c.get("measured")]
+    if not new:
+        return []
+    kept = [point_of(c) for c in predicted_front if c.get("measured")]
+    points = np.array([point_of(c) for c in new])
+    population = np.array([point_of(c) for c in measurable])
+    return most_hypervolume(new, points, k, np.array(kept) if kept else None, population)
 
 
 def errors_pct(candidates: list[dict[str, Any]]) -> dict[str, list[float]]:

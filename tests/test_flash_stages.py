@@ -22,6 +22,7 @@ from search.verification import (
     errors_pct,
     most_hypervolume,
     needs_refit,
+    points_to_measure,
     refit_reasons_between_rounds,
 )
 
@@ -149,6 +150,28 @@ def test_points_are_weighed_on_the_scale_of_the_whole_search_not_the_front_alone
     assert [x["number"] for x in most_hypervolume(items, points, 1)] == [1]
     whole = np.vstack([points, [[1.0, 1.0]]])
     assert [x["number"] for x in most_hypervolume(items, points, 1, population=whole)] in ([0], [2])
+
+
+def test_a_round_measures_only_unmeasured_front_points_and_never_retries_a_failed_one() -> None:
+    a = _candidate(0, 3.0, 10.0, 1.0)
+    b = _candidate(1, 2.5, 20.0, 2.0, measured={"prefill": 20.0, "decode": 2.0})
+    c = _candidate(2, 2.0, 40.0, 4.0)
+    c["failed"] = "export failed at operator aten::foo"
+    d = _candidate(3, 2.2, 30.0, 3.0)
+    e = _candidate(4, 3.5, 50.0, 5.0)  # dominated
+    candidates = [a, b, c, d, e]
+
+    def front_of(pool: list[dict]) -> list[dict]:
+        return verification.front(pool, [], False)
+
+    def point_of(candidate: dict) -> np.ndarray:
+        return verification.objective_points([candidate])[0]
+
+    assert [x["number"] for x in points_to_measure(candidates, front_of, point_of, 5)] == [3, 0]
+    assert len(points_to_measure(candidates, front_of, point_of, 1)) == 1
+    for x in (a, d):
+        x["measured"] = dict(x["predicted"])
+    assert points_to_measure(candidates, front_of, point_of, 5) == []
 
 
 @pytest.mark.parametrize(

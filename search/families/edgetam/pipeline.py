@@ -46,8 +46,8 @@ from search.verification import (
     another_round,
     errors_pct,
     feasible,
-    most_hypervolume,
     needs_refit,
+    points_to_measure,
     refit_reasons_between_rounds,
 )
 
@@ -198,12 +198,12 @@ class EdgeTAMPipeline:
         measurer = self._measurer("verify")
         plan, rounds = self.spec.verify, []
         while True:
-            predicted_front = front(candidates, self.spec.constraints, False)
-            chosen = [c for c in predicted_front if not c.get("measured")]
-            kept = [_objective_point(c, _estimate(c, False)) for c in predicted_front if c.get("measured")]
-            points = np.array([_objective_point(c, _estimate(c, False)) for c in chosen])
-            population = np.array([_objective_point(c, _estimate(c, False)) for c in candidates if not c.get("failed")])
-            chosen = most_hypervolume(chosen, points, plan.max_points, np.array(kept) if kept else None, population)
+            chosen = points_to_measure(
+                candidates,
+                lambda pool: front(pool, self.spec.constraints, False),
+                lambda c: _objective_point(c, _estimate(c, False)),
+                plan.max_points,
+            )
             with _bar(self.console) as bar:
                 task = bar.add_task(f"verify round {len(rounds) + 1}: measuring", total=len(chosen))
                 for candidate in chosen:

@@ -42,8 +42,8 @@ from search.staged import StageContext, StagedRun
 from search.verification import (
     another_round,
     errors_pct,
-    most_hypervolume,
     needs_refit,
+    points_to_measure,
     refit_reasons_between_rounds,
 )
 
@@ -215,13 +215,12 @@ class FlashWork:
         """Measure up to ``max_points`` not yet measured candidates of the predicted front (the spec's constraints
         judged on the best-known latency), where it has the most hypervolume; each gets ``measured`` or
         ``failed``. Returns the chosen candidates and how many the device measured (cached ones cost nothing)."""
-        measurable = [c for c in candidates if not c.get("failed")]
-        predicted_front = verification.front(measurable, self.spec.constraints, False)
-        chosen = [c for c in predicted_front if not c.get("measured")]
-        measured = [c for c in predicted_front if c.get("measured")]
-        kept = verification.objective_points(measured) if measured else None
-        population = verification.objective_points(measurable)
-        chosen = most_hypervolume(chosen, verification.objective_points(chosen), max_points, kept, population)
+        chosen = points_to_measure(
+            candidates,
+            lambda pool: verification.front(pool, self.spec.constraints, False),
+            lambda c: verification.objective_points([c])[0],
+            max_points,
+        )
         fresh = 0
         with _bar(self.console) as bar:
             task = bar.add_task(f"{title}: measuring", total=len(chosen))
