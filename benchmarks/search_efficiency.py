@@ -6,7 +6,7 @@ predicted latency, verify the front on the device), (b) NSGA-II measuring every 
 and (c) random search measuring every candidate. The budget compared is device measurements: (b) and (c)
 measure every candidate they score, while (a)'s search scores candidates on predicted latency, which costs
 the device nothing, so by default (a) scores twice as many (``--staged-trials`` sets it; with as many as (b),
-(a) reached 93% of the reference in the last runs). Each arm's hypervolume is that of its *measured* front in
+(a) reached 93% of the reference; see the README). Each arm's hypervolume is that of its *measured* front in
 (held-out loss, prefill ms, decode ms); the reference front is the Pareto front of every candidate any arm
 measured. Objectives are normalised to [0, 1] over all measured candidates, with the reference point at 1.1 in
 each.
