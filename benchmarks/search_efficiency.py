@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument(
         "--backend", default=None, help="executorch-xnnpack (default) or torch-eager (default with --quick)"
     )
-    parser.add_argument("--trials", type=int, default=None, help="candidates trained and scored per arm")
+    parser.add_argument("--trials", type=int, default=None, help="candidates (b) and (c) train, score and measure")
     parser.add_argument(
         "--staged-trials", type=int, default=None, help="candidates (a) trains and scores (default: twice --trials)"
     )

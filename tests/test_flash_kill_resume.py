@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -15,39 +12,10 @@ from sqlalchemy import select
 
 from db.models import PipelineRun, Search, Trial
 from db.session import dispose_engines, session_scope
+from tests.cli_support import finished_trials, hilnas_process, wait_for_finished
 from tests.flash_support import tiny_spec, write_corpus
 
 TRIALS = 24
-
-
-def _hilnas(*args: str, db_url: str, **kwargs: object) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hilnas", *args],
-        env=dict(os.environ, HILNAS_DB_URL=db_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
-
-
-def _complete_trials(db_url: str) -> dict[int, dict]:
-    with session_scope(db_url) as session:
-        return {t.number: t.values for t in session.scalars(select(Trial).where(Trial.state == "complete"))}
-
-
-def _wait_for_trials(db_url: str, count: int, process: subprocess.Popen) -> None:
-    """Poll the store until the pipeline's search has finished ``count`` trials (backbone and calibration first)."""
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if len(_complete_trials(db_url)) >= count:
-                return
-        except Exception:  # the schema may not exist yet in the first instants
-            dispose_engines()
-    raise AssertionError(f"the search did not finish {count} trials in time")
 
 
 def test_a_flash_run_killed_mid_search_resumes_its_search_without_loss_or_duplicates(tmp_path: Path) -> None:
@@ -63,17 +31,17 @@ def test_a_flash_run_killed_mid_search_resumes_its_search_without_loss_or_duplic
     spec_path.write_text(yaml.safe_dump(spec))
 
     # The pipeline and the Ray instance it starts share one session, so killpg is a whole-machine crash.
-    first = _hilnas("flash", "run", str(spec_path), db_url=db_url, start_new_session=True)
-    _wait_for_trials(db_url, 3, first)
+    first = hilnas_process("flash", "run", str(spec_path), db_url=db_url, start_new_session=True)
+    wait_for_finished(db_url, 3, first, timeout_s=400)  # the backbone trains and calibration measures first
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     dispose_engines()
-    before = _complete_trials(db_url)
+    before = finished_trials(db_url)  # what survived the kill
     assert 3 <= len(before) < TRIALS, "the run must be killed mid-search"
     with session_scope(db_url) as session:
         run_id = session.scalars(select(PipelineRun.id)).one()
 
-    resumed = _hilnas("flash", "resume", str(run_id), db_url=db_url)
+    resumed = hilnas_process("flash", "resume", str(run_id), db_url=db_url)
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
     assert output.count("skipped (done)") == 2, output  # backbone and calibrate are not redone

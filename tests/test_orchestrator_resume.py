@@ -15,9 +15,9 @@ from sqlalchemy import select
 from agents.orchestrator.decisions import load
 from db.models import JudgeRun, PipelineStage, Search, Trial
 from db.session import dispose_engines, session_scope
+from tests.cli_support import hilnas_process, wait_for_finished
 from tests.flash_support import write_corpus
 from tests.orchestrator_support import tiny_goal
-from tests.test_resume import _hilnas, _wait_for_finished
 
 
 def _complete_trials(db_url: str) -> dict[int, dict]:
@@ -36,8 +36,8 @@ def test_a_killed_agent_run_resumes_its_search_and_stops_on_the_met_goal(tmp_pat
     goal_file.write_text(yaml.safe_dump(goal))
 
     # The CLI and the Ray instance it starts share one session, so killpg is a whole-machine crash.
-    agent = _hilnas("run", str(goal_file), db_url=db_url, start_new_session=True)
-    _wait_for_finished(db_url, 1, agent)  # the first trial of the round-1 search
+    agent = hilnas_process("run", str(goal_file), db_url=db_url, start_new_session=True)
+    wait_for_finished(db_url, 1, agent)  # the first trial of the round-1 search
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait(timeout=30)
     dispose_engines()
@@ -46,7 +46,7 @@ def test_a_killed_agent_run_resumes_its_search_and_stops_on_the_met_goal(tmp_pat
     decisions_before = load(db_url, 1)
     assert [d.action for d in decisions_before if d.round == 1] == ["calibrate", "search", "verify"]
 
-    resumed = _hilnas("run", "--resume", "1", db_url=db_url)
+    resumed = hilnas_process("run", "--resume", "1", db_url=db_url)
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
     assert "goal met: trial" in output and "Report:" in output
