@@ -28,6 +28,9 @@ BIN = Path(sys.executable).parent
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
+NODE_PORTS = 6  # every node's own ports: dashboard agent (HTTP, gRPC), runtime-env agent, metrics, raylet, objects
+
+
 def free_ports(count: int) -> list[int]:
     probes = [socket.socket() for _ in range(count)]
     try:
@@ -76,7 +79,9 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.jobs_port}"
 
     def start(self, head_cpus: int = 1) -> LocalCluster:
-        self.gcs_port, self.jobs_port, client = free_ports(3)
+        # One draw for all of the head's ports: separate draws can hand the same free port out twice (seen in CI:
+        # the GCS and the dashboard agent both given one port, and ``ray start`` refused it).
+        self.gcs_port, self.jobs_port, client, *node_ports = free_ports(3 + NODE_PORTS)
         self._launch(
             "head",
             [
@@ -89,6 +94,7 @@ class LocalCluster:
                 f"--num-cpus={head_cpus}",
                 "--resources={}",
             ],
+            node_ports,
         )
         self._wait(lambda: self._http_ok("/api/version"), "the Ray head's Jobs API")
         self.nodes["head"].node_id = self._wait_for_node("head")
@@ -99,6 +105,7 @@ class LocalCluster:
         self._launch(
             name,
             [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"],
+            free_ports(NODE_PORTS),
         )
         self.nodes[name].node_id = self._wait_for_node(name)
         return self.nodes[name]
@@ -128,8 +135,10 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ internals
 
-    def _launch(self, name: str, arguments: list[str]) -> None:
-        agent, agent_grpc, runtime_env, metrics, node_manager, object_manager = free_ports(6)
+    def _launch(self, name: str, arguments: list[str], ports: list[int]) -> None:
+        """``ray start`` for one node; ``ports`` are its ``NODE_PORTS`` agent, runtime-env, metrics and raylet
+        ports, drawn together with any other port the node is given."""
+        agent, agent_grpc, runtime_env, metrics, node_manager, object_manager = ports
         command = [
             str(BIN / "ray"),
             "start",
