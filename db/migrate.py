@@ -6,16 +6,20 @@ its schema version in the default ``alembic_version`` table.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 VERSION_TABLE = "hilnas_alembic_version"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x68696C6E6173  # "hilnas": the PostgreSQL advisory lock held while migrating
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -36,12 +40,36 @@ def head_revisions(engine: Engine) -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
 
 
+@contextmanager
+def _one_migrator(engine: Engine) -> Iterator[None]:
+    """Hold the store's migration lock: two processes opening a new store at once (a search and the dashboard
+    polling it) would otherwise both create its tables, and the second would fail."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        # flock is separate from the POSIX record locks SQLite itself takes on the same file.
+        with open(engine.url.database, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+    else:
+        yield
+
+
 def upgrade_to_head(engine: Engine) -> bool:
-    """Apply pending migrations; returns True when anything was applied."""
-    if current_revisions(engine) == head_revisions(engine):
+    """Apply pending migrations; returns True when anything was applied (False when another process did)."""
+    heads = head_revisions(engine)
+    if current_revisions(engine) == heads:
         return False
-    config = alembic_config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "heads")
+    with _one_migrator(engine):
+        if current_revisions(engine) == heads:
+            return False
+        config = alembic_config(engine)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "heads")
     return True

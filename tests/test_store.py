@@ -42,6 +42,16 @@ def test_schema_is_migrated_on_first_use(db_url: str) -> None:
     assert upgrade_to_head(engine) is False  # idempotent
 
 
+def test_processes_opening_a_new_store_at_once_migrate_it_once(db_url: str) -> None:
+    # Without the migration lock, most of six processes failed here with "table ... already exists".
+    code = f"from db.session import get_engine; get_engine({db_url!r})"
+    children = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    failures = [err for child in children if (err := child.communicate(timeout=120)[1]) and child.returncode != 0]
+    assert failures == []
+    engine = get_engine(db_url)
+    assert current_revisions(engine) == head_revisions(engine)
+
+
 def test_round_trip_of_every_core_table(db_url: str) -> None:
     with session_scope(db_url) as session:
         search = _search()
