@@ -40,6 +40,11 @@ def head_revisions(engine: Engine) -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
 
 
+def sqlite_lock_path(database: str) -> Path:
+    """The file whose flock one migrating process holds: ``store.db`` -> ``store.db.migrate-lock``."""
+    return Path(f"{database}.migrate-lock")
+
+
 @contextmanager
 def _one_migrator(engine: Engine) -> Iterator[None]:
     """Hold the store's migration lock: two processes opening a new store at once (a search and the dashboard
@@ -52,8 +57,10 @@ def _one_migrator(engine: Engine) -> Iterator[None]:
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
     elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        # flock is separate from the POSIX record locks SQLite itself takes on the same file.
-        with open(engine.url.database, "a") as handle:
+        # A file beside the store, never the store itself: closing any descriptor of the store drops every
+        # POSIX lock SQLite holds on it in this process. Another process then takes itself for the store's
+        # last user, removes the WAL on exit, and this process goes on reading a stale snapshot.
+        with open(sqlite_lock_path(engine.url.database), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
     else:

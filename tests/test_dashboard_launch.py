@@ -111,10 +111,9 @@ def fill_tiny_search(app: AppTest, name: str, target: str) -> None:
     assert not app.error, [e.value for e in app.error]
 
 
-def finished_trials(db_url: str, name: str) -> tuple[str, int]:
-    rows = [s for s in list_searches(db_url) if s["name"] == name]
-    assert len(rows) == 1, f"expected one search named {name!r}, found {len(rows)}"
-    return rows[0]["status"], rows[0]["finished"]
+def searches_named(db_url: str, name: str) -> list[tuple[str, int]]:
+    """Status and finished-trial count of each search in the store with this name."""
+    return [(s["status"], s["finished"]) for s in list_searches(db_url) if s["name"] == name]
 
 
 def test_launch_form_rejects_invalid_input(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +152,7 @@ def test_launch_on_a_ray_head_fills_the_store(
         assert time.monotonic() < deadline, state[1]
         time.sleep(2)
     assert state[0] == "SUCCEEDED", state[1]
-    assert finished_trials(sqlite_url, "from-dashboard-ray") == ("finished", 6)
+    assert searches_named(sqlite_url, "from-dashboard-ray") == [("finished", 6)], state[1]
     app.run()  # the job panel reports the job's status and its log
     assert any(job_id in m.value and "SUCCEEDED" in m.value for m in app.markdown)
     assert any("finished: 6 trials" in c.value for c in app.code)
@@ -163,10 +162,11 @@ def test_launch_on_a_ray_head_fills_the_store(
     fill_tiny_search(app, "from-dashboard-local", "This machine")
     app.button(key="launch.submit").click().run()
     assert app.success, [e.value for e in app.error]
-    (kind, job_id, _), *_ = app.session_state["launch.jobs"]
+    (kind, job_id, name), *_ = app.session_state["launch.jobs"]
+    assert (kind, name) == ("This machine", "from-dashboard-local")
     job = launch.local_job(job_id)
     assert job.process.wait(timeout=180) == 0, job.logs()
-    assert finished_trials(sqlite_url, "from-dashboard-local") == ("finished", 6)
+    assert searches_named(sqlite_url, "from-dashboard-local") == [("finished", 6)], job.logs()
 
 
 def test_jobs_started_elsewhere_get_an_absolute_sqlite_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

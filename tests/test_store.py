@@ -52,6 +52,20 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(db_url: str) -> N
     assert current_revisions(engine) == head_revisions(engine)
 
 
+def test_a_process_that_migrated_a_store_sees_what_another_process_writes_later(sqlite_url: str) -> None:
+    # The migration lock once opened and closed the store file itself, which dropped this process's SQLite
+    # locks: the first writer below then removed the WAL on exit, and this process never saw the second's row.
+    get_engine(sqlite_url)
+    for name in ("first", "second"):
+        code = (
+            "from db.session import session_scope; from tests.test_store import _search\n"
+            f"with session_scope({sqlite_url!r}) as s: s.add(_search(name={name!r}, optuna_study_name={name!r}))"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+        with session_scope(sqlite_url) as session:
+            assert name in session.scalars(select(Search.name)).all()
+
+
 def test_round_trip_of_every_core_table(db_url: str) -> None:
     with session_scope(db_url) as session:
         search = _search()
