@@ -138,7 +138,7 @@ def main() -> None:
         first, second = {p: [] for p in PHASES}, {p: [] for p in PHASES}
         for results in list(kept.values())[:n_noise]:
             for phase, result in results.items():
-                again = measure(result.prepared.run, protocol, reference)
+                again = measure(result.prepared.reload(), protocol, reference, result.prepared.reload)
                 first[phase].append(result.timing.median_ms)
                 second[phase].append(again.median_ms)
             progress.advance(task)

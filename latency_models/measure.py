@@ -73,7 +73,7 @@ def measure_phase(
     prepared = backend.prepare(graph, inputs, phase, workdir)
     max_diff = check_outputs(prepared, expected, phase)
     started = time.perf_counter()
-    timing = measure(prepared.run, protocol, reference)
+    timing = measure(prepared.run, protocol, reference, prepared.reload)
     row = {
         "arch_hash": model.config.arch_hash(),
         "architecture": model.config.model_dump(mode="json"),
@@ -96,6 +96,7 @@ def measure_phase(
             "ci_half_width": timing.ci_half_width,
             "attempts": timing.attempts,
             "attempt_history": timing.history,
+            "load_medians_ms": timing.load_medians_ms,
             "max_abs_diff_vs_eager": max_diff,
             **drift_fields(timing, reference),
             "n_params": model.config.n_params(),

@@ -34,6 +34,10 @@ def test_executorch_graphs_match_eager_and_produce_rows(tmp_path: Path) -> None:
         assert row["backend"] == "executorch-xnnpack" and row["phase"] == phase
         assert row["p10_ms"] <= row["median_ms"] <= row["p90_ms"] and row["n_samples"] == len(row["samples_ms"])
         assert row["fingerprint"]["threads"] == 1 and "executorch_version" in row["fingerprint"]
+        # Timed over FAST.loads separate loads of the program; a reload computes the same outputs.
+        assert len(row["extra"]["load_medians_ms"]) == FAST.loads
+        assert row["median_ms"] == pytest.approx(sorted(row["extra"]["load_medians_ms"])[1])
+        assert all(torch.equal(a, b) for a, b in zip(result.prepared.reload()(), result.prepared.run(), strict=True))
     assert results["prefill"].row["shape"] == {"prefill_len": 20}
     assert results["decode"].row["shape"] == {"decode_kv_len": 24}
 

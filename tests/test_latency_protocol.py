@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,23 @@ def test_steady_call_is_stable_on_the_first_attempt() -> None:
     timing = measure(lambda: _sleep_ms(1.0), config)
     assert timing.stable and timing.attempts == 1
     assert timing.p10_ms <= timing.median_ms <= timing.p90_ms and timing.median_ms >= 1.0
+
+
+def test_each_load_of_a_program_is_timed_and_the_median_load_reported() -> None:
+    # Three loads of one program that run at different speeds, as memory placement makes them.
+    loads = iter([2.0, 3.0])
+    config = ProtocolConfig(warmup=0, min_repeats=5, ci_half_width=0.5, time_cap_s=0.5, attempts=1, loads=3)
+
+    def reload() -> Callable[[], None]:
+        ms = next(loads)
+        return lambda: _sleep_ms(ms)
+
+    timing = measure(lambda: _sleep_ms(1.0), config, reload=reload)
+    assert [round(m) for m in timing.load_medians_ms] == [1, 2, 3]
+    assert round(timing.median_ms) == 2 and timing.stable
+    assert [entry["load"] for entry in timing.history] == [0, 1, 2]
+    alone = measure(lambda: _sleep_ms(1.0), config)  # nothing to reload: one load
+    assert alone.load_medians_ms == [] and round(alone.median_ms) == 1
 
 
 def test_fingerprint_names_machine_and_libraries() -> None:

@@ -40,11 +40,13 @@ def failing_operator(exc: BaseException) -> str | None:
 
 @dataclass
 class PreparedGraph:
-    """A graph ready to run on a backend: ``run`` executes it once on the example inputs."""
+    """A graph ready to run on a backend: ``run`` executes it once on the example inputs; ``reload`` loads the
+    same program afresh (new memory) and returns that load's ``run``."""
 
     run: Callable[[], list[Tensor]]
     export_s: float
     artifact: Path | None = None
+    reload: Callable[[], Callable[[], list[Tensor]]] | None = None
 
 
 class Backend(ABC):

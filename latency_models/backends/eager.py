@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -25,8 +27,16 @@ class TorchEagerBackend(Backend):
         start = time.perf_counter()
         graph = graph.eval()
 
-        def run() -> list[Tensor]:
-            with torch.inference_mode():
-                return list(graph(*inputs))
+        def runner(module: nn.Module) -> Callable[[], list[Tensor]]:
+            def run() -> list[Tensor]:
+                with torch.inference_mode():
+                    return list(module(*inputs))
 
-        return PreparedGraph(run=run, export_s=time.perf_counter() - start)
+            return run
+
+        # A reload is a copy of the module: its weights in new memory, as a fresh load of a program would be.
+        return PreparedGraph(
+            run=runner(graph),
+            export_s=time.perf_counter() - start,
+            reload=lambda: runner(copy.deepcopy(graph)),
+        )

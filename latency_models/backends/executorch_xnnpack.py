@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -110,14 +111,14 @@ class ExecuTorchXnnpackBackend(Backend):
         workdir.mkdir(parents=True, exist_ok=True)
         artifact = workdir / f"{phase}.pte"
         artifact.write_bytes(program.buffer)
-        try:
-            method = runtime.get().load_program(artifact).load_method("forward")
-        except Exception as exc:  # a kernel missing from the runtime shows up only at load time
-            raise ExportFailure(phase, failing_operator(exc), f"{type(exc).__name__}: {exc}") from exc
-        export_s = time.perf_counter() - start
         arguments = list(inputs)
 
-        def run() -> list[Tensor]:
-            return list(method.execute(arguments))
+        def load() -> Callable[[], list[Tensor]]:
+            method = runtime.get().load_program(artifact).load_method("forward")
+            return lambda: list(method.execute(arguments))
 
-        return PreparedGraph(run=run, export_s=export_s, artifact=artifact)
+        try:
+            run = load()
+        except Exception as exc:  # a kernel missing from the runtime shows up only at load time
+            raise ExportFailure(phase, failing_operator(exc), f"{type(exc).__name__}: {exc}") from exc
+        return PreparedGraph(run=run, export_s=time.perf_counter() - start, artifact=artifact, reload=load)

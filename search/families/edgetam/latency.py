@@ -155,7 +155,7 @@ def measure_components(
     backend.set_threads(protocol.threads)
     results = {}
     for name, component in prepare_components(model, backend, workdir).items():
-        timing = measure(component.prepared.run, protocol, reference)
+        timing = measure(component.prepared.run, protocol, reference, component.prepared.reload)
         results[name] = ComponentResult(timing, component.prepared.export_s, component.max_abs_diff)
     return results
 
@@ -191,6 +191,7 @@ def measurement_rows(
             "extra": {
                 "export_s": result.export_s,
                 "max_abs_diff": result.max_abs_diff,
+                "load_medians_ms": result.timing.load_medians_ms,
                 **drift_fields(result.timing, reference),
             },
         }
