@@ -7,15 +7,21 @@ part of the held-out set for the noise floor, fits every predictor per phase and
 predictor and phase. Targets (issue 3), with at most 64 calibration architectures: within +-10% >= 95%
 and Kendall tau >= 0.9 on the random held-out split for prefill and decode; the best predictor's
 MAPE within 1.5x the noise floor.
+
+``--save FILE`` keeps every measurement (JSON); ``--from FILE`` fits and scores the predictors on saved
+measurements without touching the device, so a change to the predictors can be compared on the same data.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,36 +55,68 @@ def benchmark_space(quick: bool, max_layers: int) -> SearchSpace:
     return SearchSpace(params=params)
 
 
-def main() -> None:
+@dataclass
+class Measurements:
+    """Everything the device gave one run: what the predictors are fitted and scored on, and what it cost."""
+
+    calibration: list[dict[str, Any]]
+    held_out: list[dict[str, Any]]
+    out_of_range: list[dict[str, Any]]
+    noise: dict[str, list[tuple[float, float]]]  # per phase: (first, second) medians of re-measured held-out ones
+    peaks: dict[str, float]
+    costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
+    drifts: list[float]  # the reference's time over its baseline, per measurement
+    reference_baseline_ms: float | None
+    failures: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a handful of tiny architectures, within a minute")
     parser.add_argument("--calibration", type=int, default=None, help="calibration architectures (<= 64)")
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--out-of-range", type=int, default=None)
-    parser.add_argument("--noise", type=int, default=None, help="held-out architectures re-measured")
+    parser.add_argument("--noise", type=int, default=None, help="held-out architectures re-measured (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-layers", type=int, default=8, help="deepest candidate (export time grows with depth)")
     parser.add_argument("--raw", action="store_true", help="no drift reference: raw medians, as before it existed")
-    args = parser.parse_args()
-    quick = args.quick
-    n_cal = args.calibration or (3 if quick else 40)
-    n_held = args.held_out or (2 if quick else 16)
-    n_oor = args.out_of_range or (2 if quick else 8)
-    n_noise = min(args.noise or (2 if quick else 8), n_held)
-    torch.set_num_threads(1)
+    parser.add_argument("--loads", type=int, default=None, help="fresh loads per program (protocol default if unset)")
+    parser.add_argument("--min-time", type=float, default=None, help="timed seconds per load before it may stop")
+    parser.add_argument("--save", type=Path, default=None, help="write every measurement to this JSON file")
+    parser.add_argument("--from", dest="source", type=Path, default=None, help="refit on a --save file; no device")
+    return parser.parse_args()
+
+
+def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
+    """The protocol of a full run, or a looser one for --quick, with the command line's overrides."""
     # --quick is a smoke run: a looser precision target so that a busy machine still yields numbers.
     # Sub-millisecond decode steps need thousands of repeats before the median's CI narrows.
     protocol = (
         ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05, max_repeats=3000)
-        if quick
+        if args.quick
         else ProtocolConfig(max_repeats=3000)
     )
+    overrides: dict[str, Any] = {"drift_reference": not args.raw}
+    if args.loads is not None:
+        overrides["loads"] = args.loads
+    if args.min_time is not None:
+        overrides["min_time_s"] = args.min_time
+    return protocol.model_copy(update=overrides)
+
+
+def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measurements:
+    """Calibrate, measure the held-out and out-of-range sets, and re-measure held-out ones for the noise floor."""
+    quick = args.quick
+    n_cal = args.calibration or (3 if quick else 40)
+    n_held = args.held_out or (2 if quick else 24)
+    n_oor = args.out_of_range or (2 if quick else 8)
+    n_noise = min(args.noise or n_held, n_held)
     options = SpaceOptions(vocab_size=512 if quick else 4096)
     started = time.perf_counter()
 
     backend = get_backend("executorch-xnnpack")
     peaks = measure_peaks(protocol)
-    protocol = protocol.model_copy(update={"drift_reference": not args.raw})
     reference = drift_reference(backend, "local-cpu", protocol)
     pool = candidate_pool(benchmark_space(quick, args.max_layers), 60 if quick else 600, args.seed, options)
     sizes = np.array([c.arch.n_params() for c in pool])
@@ -92,7 +130,7 @@ def main() -> None:
     oor = [outside[i] for i in rng.choice(len(outside), n_oor, replace=False)]
 
     costs: list[tuple[float, float]] = []
-    drifts: list[float] = []  # the reference's time over its baseline, per measurement
+    drifts: list[float] = []
     kept: dict[tuple, dict[str, PhaseResult]] = {}
     workroot = Path(tempfile.mkdtemp(prefix="hilnas-latency-bench-"))
 
@@ -135,62 +173,102 @@ def main() -> None:
                     failures.append(f"{label} {candidate.key[0][:12]}: {exc}")
                 progress.advance(task)
         task = progress.add_task("noise floor", total=n_noise)
-        first, second = {p: [] for p in PHASES}, {p: [] for p in PHASES}
+        noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
         for results in list(kept.values())[:n_noise]:
             for phase, result in results.items():
                 again = measure(result.prepared.reload(), protocol, reference, result.prepared.reload)
-                first[phase].append(result.timing.median_ms)
-                second[phase].append(again.median_ms)
+                noise[phase].append((result.timing.median_ms, again.median_ms))
             progress.advance(task)
+    shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing
+    return Measurements(
+        calibration=calibration.rows,
+        held_out=held_rows,
+        out_of_range=oor_rows,
+        noise=noise,
+        peaks=peaks,
+        costs=costs,
+        drifts=drifts,
+        reference_baseline_ms=reference.baseline_ms if reference is not None else None,
+        failures=failures,
+        wall_s=time.perf_counter() - started,
+    )
 
+
+def load_measurements(path: Path) -> Measurements:
+    """A ``--save`` file, read back (tuples come back from JSON as lists)."""
+    data = json.loads(path.read_text())
+    data["noise"] = {phase: [tuple(pair) for pair in pairs] for phase, pairs in data["noise"].items()}
+    data["costs"] = [tuple(cost) for cost in data["costs"]]
+    return Measurements(**data)
+
+
+def report(measurements: Measurements) -> None:
+    """Fit every predictor per phase and print the metrics table, the verdicts and what measuring cost."""
     table = metrics_table("Latency predictors on executorch-xnnpack (local-cpu, 1 thread)")
     verdicts = []
     for phase in PHASES:
-        train = [r for r in calibration.rows if r["phase"] == phase]
-        held_phase = [r for r in held_rows if r["phase"] == phase]
-        oor_phase = [r for r in oor_rows if r["phase"] == phase]
-        noise = noise_floor(np.array(first[phase]), np.array(second[phase])) if len(first[phase]) > 1 else None
+        train = [r for r in measurements.calibration if r["phase"] == phase]
+        held_phase = [r for r in measurements.held_out if r["phase"] == phase]
+        oor_phase = [r for r in measurements.out_of_range if r["phase"] == phase]
+        pairs = np.array(measurements.noise[phase], float).reshape(-1, 2)
+        noise = noise_floor(pairs[:, 0], pairs[:, 1]) if len(pairs) > 1 else None
         if len(train) < 3:
             verdicts.append(f"{phase}: only {len(train)} stable calibration measurements; nothing to fit")
             continue
-        reports = evaluate_predictors(train, peaks, held_phase or None, oor_phase or None)
-        for report in reports:
-            metrics = {**report.metrics, "noise_floor": noise}
-            add_metrics_row(table, phase, report.name, report.selected, report.n_train, metrics, report.cv_mape)
+        reports = evaluate_predictors(train, measurements.peaks, held_phase or None, oor_phase or None)
+        for one in reports:
+            metrics = {**one.metrics, "noise_floor": noise}
+            add_metrics_row(table, phase, one.name, one.selected, one.n_train, metrics, one.cv_mape)
         best = min(reports, key=lambda r: r.metrics["random"]["mape"])
         rnd = best.metrics["random"]
         floor = noise["mape"] if noise else float("nan")  # nan when too few re-measurements
         verdicts.append(
             f"{phase}: best {best.name}: within ±10% {rnd['within_10']:.0%} (target ≥ 95%), "
             f"tau {rnd['kendall_tau']:.3f} (≥ 0.9), MAPE {rnd['mape']:.2f}% vs noise floor {floor:.2f}% "
-            f"(ratio {rnd['mape'] / floor:.2f}, target ≤ 1.5)"
+            f"over {len(pairs)} re-measured (ratio {rnd['mape'] / floor:.2f}, target ≤ 1.5)"
         )
     console.print(table)
     console.print(LEGEND)
     for line in verdicts:
         console.print(line)
-    export_s = np.array([c[0] for c in costs])
-    measure_s = np.array([c[1] for c in costs])
+    export_s = np.array([c[0] for c in measurements.costs])
+    measure_s = np.array([c[1] for c in measurements.costs])
     console.print(
         f"Measuring cost per candidate (prefill + decode): export {export_s.mean():.1f} s, "
         f"measurement {measure_s.mean():.1f} s (median {np.median(export_s + measure_s):.1f} s total, "
-        f"{len(costs)} candidates)."
+        f"{len(measurements.costs)} candidates)."
     )
+    peaks = measurements.peaks
     console.print(
-        f"Measurements used: {len(calibration.rows)} calibration, {len(held_rows)} held-out, "
-        f"{len(oor_rows)} out-of-range rows; device peaks {peaks['peak_gflops']:.1f} GFLOP/s, "
-        f"{peaks['bandwidth_gbs']:.1f} GB/s; {len(failures)} candidates failed; "
-        f"wall time {time.perf_counter() - started:.0f} s."
+        f"Measurements used: {len(measurements.calibration)} calibration, {len(measurements.held_out)} held-out, "
+        f"{len(measurements.out_of_range)} out-of-range rows; device peaks {peaks['peak_gflops']:.1f} GFLOP/s, "
+        f"{peaks['bandwidth_gbs']:.1f} GB/s; {len(measurements.failures)} candidates failed; "
+        f"measuring wall time {measurements.wall_s:.0f} s."
     )
-    if drifts:
-        low, mid, high = np.percentile(drifts, [0, 50, 100])
+    if measurements.drifts:
+        low, mid, high = np.percentile(measurements.drifts, [0, 50, 100])
         console.print(
-            f"Drift reference (baseline {reference.baseline_ms:.3f} ms): its time during the measurements was "
-            f"{low:.2f}x to {high:.2f}x its baseline (median {mid:.2f}x); latencies are corrected by it."
+            f"Drift reference (baseline {measurements.reference_baseline_ms:.3f} ms): its time during the "
+            f"measurements was {low:.2f}x to {high:.2f}x its baseline (median {mid:.2f}x); latencies are corrected "
+            "by it."
         )
-    for failure in failures:
+    for failure in measurements.failures:
         console.print(f"  failed: {failure}")
-    shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    if args.source is not None:
+        if not args.source.is_file():
+            raise SystemExit(f"No saved measurements at {args.source}; write them with --save first.")
+        measurements = load_measurements(args.source)
+        console.print(f"Refitted on the measurements saved in {args.source}; nothing was measured in this run.")
+    else:
+        measurements = measure_all(args, benchmark_protocol(args))
+        if args.save is not None:
+            args.save.write_text(json.dumps(asdict(measurements)))
+    report(measurements)
 
 
 if __name__ == "__main__":

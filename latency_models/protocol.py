@@ -45,6 +45,12 @@ class ProtocolConfig(BaseModel):
     max_repeats: int = Field(400, ge=5)
     ci_half_width: float = Field(0.03, gt=0, description="target half-width of the median's 95% CI, relative")
     time_cap_s: float = Field(3.0, gt=0, description="timed seconds per attempt before giving up")
+    min_time_s: float = Field(
+        0.3,
+        ge=0,
+        description="timed seconds per attempt before a narrow interval may end it (a short window sees one moment "
+        "of a drifting CPU; capped by time_cap_s)",
+    )
     attempts: int = Field(3, ge=1, description="re-measurements of an unstable result")
     loads: int = Field(
         3,
@@ -117,9 +123,10 @@ def _timed_ms(run: Callable[[], Any]) -> float:
 
 def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None = None) -> Timing:
     """One attempt: warm up, then time ``run`` in blocks of ``BLOCK`` samples until the median's CI is narrow
-    enough or time runs out. With a ``reference``, each block is preceded by a block of the reference, and each
-    sample is divided by that block's reference median. Both blocks start with an untimed run, so each program
-    is timed warm, as it would be back to back, not just after the other evicted it from the caches."""
+    enough (after at least ``min_time_s``) or time runs out. With a ``reference``, each block is preceded by a
+    block of the reference, and each sample is divided by that block's reference median. Both blocks start with
+    an untimed run, so each program is timed warm, as it would be back to back, not just after the other evicted
+    it from the caches."""
     for _ in range(config.warmup):
         run()
         if reference is not None:
@@ -127,7 +134,8 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
     samples: list[float] = []  # raw, or drift-corrected with a reference
     raw: list[float] = []
     references: list[float] = []  # one median per block
-    deadline = time.perf_counter() + config.time_cap_s
+    started = time.perf_counter()
+    deadline = started + config.time_cap_s
     while len(samples) < config.max_repeats:
         if reference is not None:
             reference.run()
@@ -139,7 +147,10 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
         if len(samples) < config.min_repeats:
             continue
         # Checking the interval costs ~0.1 ms, so it is done once per block.
-        if median_ci_half_width(np.asarray(samples)) <= config.ci_half_width or time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if now > deadline:
+            break
+        if now - started >= config.min_time_s and median_ci_half_width(np.asarray(samples)) <= config.ci_half_width:
             break
     timing = summarize(samples, config.ci_half_width)
     if reference is not None:

@@ -37,6 +37,17 @@ def test_steady_call_is_stable_on_the_first_attempt() -> None:
     assert timing.p10_ms <= timing.median_ms <= timing.p90_ms and timing.median_ms >= 1.0
 
 
+def test_a_narrow_interval_ends_a_load_only_after_the_minimum_time() -> None:
+    # A steady 1 ms call pins its median down within one block; min_time_s still keeps it timed for 0.2 s,
+    # so that one short moment of a drifting CPU cannot decide the result. time_cap_s stays the upper bound.
+    quick = ProtocolConfig(warmup=0, min_repeats=5, ci_half_width=0.5, time_cap_s=2.0, min_time_s=0.0, attempts=1)
+    patient = quick.model_copy(update={"min_time_s": 0.2})
+    capped = quick.model_copy(update={"min_time_s": 1.0, "time_cap_s": 0.05})
+    assert len(measure(lambda: _sleep_ms(1.0), quick).samples_ms) <= 10
+    assert len(measure(lambda: _sleep_ms(1.0), patient).samples_ms) >= 150
+    assert len(measure(lambda: _sleep_ms(1.0), capped).samples_ms) <= 60
+
+
 def test_each_load_of_a_program_is_timed_and_the_median_load_reported() -> None:
     # Three loads of one program that run at different speeds, as memory placement makes them.
     loads = iter([2.0, 3.0])
