@@ -65,8 +65,8 @@ class Measurements:
     noise: dict[str, list[tuple[float, float]]]  # per phase: (first, second) medians of re-measured held-out ones
     peaks: dict[str, float]
     costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
-    drifts: list[float]  # the reference's time over its baseline, per measurement
-    reference_baseline_ms: float | None
+    drifts: list[float]  # a reference's time over its baseline, per measurement
+    reference_baselines_ms: dict[str, float]  # per phase, the baseline of its drift reference (none when raw)
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -117,7 +117,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
 
     backend = get_backend("executorch-xnnpack")
     peaks = measure_peaks(protocol)
-    reference = drift_reference(backend, "local-cpu", protocol)
+    references = {phase: drift_reference(backend, "local-cpu", protocol, kind=phase) for phase in PHASES}
     pool = candidate_pool(benchmark_space(quick, args.max_layers), 60 if quick else 600, args.seed, options)
     sizes = np.array([c.arch.n_params() for c in pool])
     threshold = np.quantile(sizes, 0.75)
@@ -142,7 +142,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             "local-cpu",
             protocol,
             workroot / candidate.key[0][:12],
-            reference=reference,
+            references=references,
         )
         costs.append(tuple(sum(r.row["extra"][k] for r in results.values()) for k in ("export_s", "measure_s")))
         drifts.extend(r.row["extra"]["drift"] for r in results.values() if "drift" in r.row["extra"])
@@ -176,7 +176,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
         for results in list(kept.values())[:n_noise]:
             for phase, result in results.items():
-                again = measure(result.prepared.reload(), protocol, reference, result.prepared.reload)
+                again = measure(result.prepared.reload(), protocol, references[phase], result.prepared.reload)
                 noise[phase].append((result.timing.median_ms, again.median_ms))
             progress.advance(task)
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing
@@ -188,7 +188,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         peaks=peaks,
         costs=costs,
         drifts=drifts,
-        reference_baseline_ms=reference.baseline_ms if reference is not None else None,
+        reference_baselines_ms={p: r.baseline_ms for p, r in references.items() if r is not None},
         failures=failures,
         wall_s=time.perf_counter() - started,
     )
@@ -247,10 +247,10 @@ def report(measurements: Measurements) -> None:
     )
     if measurements.drifts:
         low, mid, high = np.percentile(measurements.drifts, [0, 50, 100])
+        baselines = ", ".join(f"{p} {ms:.3f} ms" for p, ms in measurements.reference_baselines_ms.items())
         console.print(
-            f"Drift reference (baseline {measurements.reference_baseline_ms:.3f} ms): its time during the "
-            f"measurements was {low:.2f}x to {high:.2f}x its baseline (median {mid:.2f}x); latencies are corrected "
-            "by it."
+            f"Drift references (baselines {baselines}): their time during the measurements was {low:.2f}x to "
+            f"{high:.2f}x their baselines (median {mid:.2f}x); each phase's latencies are corrected by its own."
         )
     for failure in measurements.failures:
         console.print(f"  failed: {failure}")

@@ -120,11 +120,13 @@ def measure_architecture(
     workdir: Path,
     phases: tuple[str, ...] = PHASES,
     stage: str | None = None,
-    reference: Reference | None = None,
+    references: dict[str, Reference | None] | None = None,
 ) -> dict[str, PhaseResult]:
-    """Every requested phase of one architecture, each exported into ``workdir``."""
+    """Every requested phase of one architecture, each exported into ``workdir`` and drift-corrected by its
+    phase's entry in ``references`` (``reference.drift_reference(..., kind=phase)``) when given."""
     model = build_model(arch)
+    references = references or {}
     return {
-        phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage, reference)
+        phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage, references.get(phase))
         for phase in phases
     }

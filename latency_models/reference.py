@@ -1,7 +1,13 @@
-"""The drift reference: a fixed small MobileLLM prefill graph timed in blocks between the candidate's (see
-``protocol``).
+"""The drift references: fixed small MobileLLM graphs timed in blocks between the candidate's (see ``protocol``).
 
-Its *baseline* is its typical time on the device. Drift-corrected latencies are ratios to the
+There are two, one per kind of work. The ``prefill`` reference (a short prompt through two layers) is
+compute-bound, like a prefill or an EdgeTAM component. The ``decode`` reference (one token against a KV
+cache, a few MB of weights) is bound by memory like a decode step. Drift on a shared host is not the same
+for both kinds: when another tenant fills the caches or the memory bus, a decode step slows more than a
+prompt does. A probe timed six decode graphs for 14 rounds: divided by the prefill reference they moved
+3.3% from one round to the next, and divided by a decode reference 2.2% (raw: 5.2%).
+
+A reference's *baseline* is its typical time on the device. Drift-corrected latencies are ratios to the
 reference times the baseline, so every process that measures a device must agree on it: with a store,
 the first baseline stored for (device, backend, threads, program) is used by everyone after; without
 one (a benchmark in one process) it is measured once per process.
@@ -21,29 +27,34 @@ from db.session import session_scope
 from latency_models.backends import Backend, PreparedGraph, get_backend
 from latency_models.protocol import ProtocolConfig, Reference, machine_fingerprint, measure
 
-#: Names the program below; change it whenever the program changes, so old baselines are not reused.
-PROGRAM = "mobilellm-prefill-d128-l2-t32"
+#: The reference program of each kind, by name; change a name whenever its program changes, so that old
+#: baselines are not reused.
+PROGRAMS = {"prefill": "mobilellm-prefill-d128-l2-t32", "decode": "mobilellm-decode-d128-l2-v2048-kv128"}
 BASELINE_ROUNDS = 5  # the baseline is the median of this many separate measurements, spread over seconds
 
 
-def _reference_graph(backend: Backend, workdir: Path) -> PreparedGraph:
+def _reference_graph(backend: Backend, kind: str, workdir: Path) -> PreparedGraph:
     from latency_models.measure import build_model
     from search.families.mobilellm_flash.model import example_inputs, phase_graph
     from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
 
-    arch = ArchConfig(vocab_size=512, dim=128, layers=[LayerConfig(ffn_dim=256)] * 2, max_context=64)
+    if kind == "prefill":
+        arch = ArchConfig(vocab_size=512, dim=128, layers=[LayerConfig(ffn_dim=256)] * 2, max_context=64)
+        workload = Workload(prefill_len=32, decode_kv_len=1)
+    else:  # about the weights and KV cache of a typical small decode candidate
+        arch = ArchConfig(vocab_size=2048, dim=128, layers=[LayerConfig(ffn_dim=512)] * 2, max_context=160)
+        workload = Workload(prefill_len=1, decode_kv_len=128)
     model = build_model(arch)
-    workload = Workload(prefill_len=32, decode_kv_len=1)
-    inputs = example_inputs(model, workload, "prefill")
-    return backend.prepare(phase_graph(model, "prefill").eval(), inputs, "prefill", workdir)
+    inputs = example_inputs(model, workload, kind)
+    return backend.prepare(phase_graph(model, kind).eval(), inputs, kind, workdir)
 
 
-@lru_cache(maxsize=4)
-def _program(backend_name: str, threads: int) -> PreparedGraph:
-    """One prepared reference per backend and thread count in this process (exporting takes seconds)."""
+@lru_cache(maxsize=8)
+def _program(backend_name: str, threads: int, kind: str) -> PreparedGraph:
+    """One prepared reference per backend, thread count and kind in this process (exporting takes seconds)."""
     backend = get_backend(backend_name)
     backend.set_threads(threads)
-    return _reference_graph(backend, Path(tempfile.mkdtemp(prefix="hilnas-drift-reference-")))
+    return _reference_graph(backend, kind, Path(tempfile.mkdtemp(prefix="hilnas-drift-reference-")))
 
 
 def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig) -> float:
@@ -53,10 +64,10 @@ def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig) -> float:
 
 
 def _stored_baseline(
-    db_url: str, device: str, backend: Backend, protocol: ProtocolConfig, program: PreparedGraph
+    db_url: str, device: str, backend: Backend, protocol: ProtocolConfig, program: PreparedGraph, name: str
 ) -> float:
-    """The first baseline stored for this device, measured and stored now when there is none."""
-    key = {"device": device, "backend": backend.name, "threads": protocol.threads, "program": PROGRAM}
+    """The first baseline of program ``name`` stored for this device, measured and stored now when there is none."""
+    key = {"device": device, "backend": backend.name, "threads": protocol.threads, "program": name}
     query = select(ReferenceBaseline.median_ms).filter_by(**key).order_by(ReferenceBaseline.id).limit(1)
     with session_scope(db_url) as session:
         found = session.scalar(query)
@@ -70,23 +81,26 @@ def _stored_baseline(
         return float(session.scalar(query))
 
 
-#: (store or None, device, backend, threads) -> baseline. The first stored baseline never changes, so one
-#: look-up per process is enough; without a store the baseline is this process's own.
-_baselines: dict[tuple[str | None, str, str, int], float] = {}
+#: (store or None, device, backend, threads, program) -> baseline. The first stored baseline never changes, so
+#: one look-up per process is enough; without a store the baseline is this process's own.
+_baselines: dict[tuple[str | None, str, str, int, str], float] = {}
 
 
 def drift_reference(
-    backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None
+    backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None, kind: str = "prefill"
 ) -> Reference | None:
-    """The reference program ready to time in blocks beside a candidate's on ``device``, with its agreed
-    baseline (None when the protocol measures without one)."""
+    """The reference program of ``kind`` ("prefill": compute-bound, "decode": memory-bound) ready to time in
+    blocks beside a candidate's on ``device``, with its agreed baseline (None when the protocol measures
+    without one)."""
     if not protocol.drift_reference:
         return None
-    program = _program(backend.name, protocol.threads)
-    key = (db_url, device, backend.name, protocol.threads)
+    if kind not in PROGRAMS:
+        raise ValueError(f"no drift reference of kind {kind!r}; there are {sorted(PROGRAMS)}")
+    program = _program(backend.name, protocol.threads, kind)
+    key = (db_url, device, backend.name, protocol.threads, PROGRAMS[kind])
     if key not in _baselines:
         _baselines[key] = (
-            _stored_baseline(db_url, device, backend, protocol, program)
+            _stored_baseline(db_url, device, backend, protocol, program, PROGRAMS[kind])
             if db_url is not None
             else measure_baseline(program, protocol)
         )

@@ -194,7 +194,7 @@ def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -
     from db.models import ReferenceBaseline
     from db.session import session_scope
     from latency_models.backends import get_backend
-    from latency_models.reference import PROGRAM, drift_reference
+    from latency_models.reference import PROGRAMS, drift_reference
 
     backend = get_backend("torch-eager")
     config = ProtocolConfig(ci_half_width=0.5, time_cap_s=0.3)
@@ -203,10 +203,23 @@ def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -
     with session_scope(db_url) as session:
         session.add(
             ReferenceBaseline(
-                device="cpu-b", backend="torch-eager", threads=1, program=PROGRAM, median_ms=123.0, fingerprint={}
+                device="cpu-b",
+                backend="torch-eager",
+                threads=1,
+                program=PROGRAMS["prefill"],
+                median_ms=123.0,
+                fingerprint={},
             )
         )
     assert drift_reference(backend, "cpu-b", config, db_url).baseline_ms == 123.0  # measured elsewhere first
     with session_scope(db_url) as session:
         devices = sorted(session.scalars(select(ReferenceBaseline.device)))
     assert devices == ["cpu-a", "cpu-b"]
+    # A decode step is timed beside the decode reference, which keeps a baseline of its own.
+    decode = drift_reference(backend, "cpu-a", config, db_url, kind="decode")
+    assert decode.baseline_ms > 0 and decode.baseline_ms != first.baseline_ms
+    with session_scope(db_url) as session:
+        programs = sorted(session.scalars(select(ReferenceBaseline.program).filter_by(device="cpu-a")))
+    assert programs == sorted(PROGRAMS.values())
+    with pytest.raises(ValueError, match="no drift reference of kind 'encode'"):
+        drift_reference(backend, "cpu-a", config, db_url, kind="encode")
