@@ -71,6 +71,31 @@ def test_layerwise_recovers_an_additive_device(pool: list[Candidate], phase: str
     assert model.block_costs()["n_full"] == pytest.approx(0.01, rel=0.05)
 
 
+def test_layerwise_prices_softmax_per_score_whatever_the_head_width(pool: list[Candidate]) -> None:
+    # A device whose softmax costs a fixed time per score: with narrow heads it outweighs the score FLOPs.
+    X, y = frame(pool, "prefill")
+    y = y + 5e-5 * X["softmax_elems"].to_numpy()
+    model = LayerwisePredictor().fit(X[:60], y[:60])
+    assert accuracy(y[60:], model.predict(X[60:]))["mape"] < 1.0
+    assert model.block_costs()["softmax_elems"] == pytest.approx(5e-5, rel=0.05)
+
+
+def test_a_fitted_layerwise_model_reads_the_columns_it_was_fitted_on(
+    pool: list[Candidate], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A predictor stored before the additive terms changed must still predict from a frame with the new ones.
+    from latency_models import predictors
+
+    X, y = frame(pool, "decode")
+    fewer = [c for c in predictors.ADDITIVE_COLUMNS if c != "softmax_elems"]
+    with monkeypatch.context() as patch:
+        patch.setattr(predictors, "ADDITIVE_COLUMNS", fewer)
+        old = LayerwisePredictor().fit(X[:60], y[:60])
+        before = old.predict(X[60:])
+    assert list(old.block_costs()) == fewer
+    np.testing.assert_allclose(old.predict(X[60:]), before)
+
+
 def test_roofline_is_the_analytic_bound() -> None:
     X = pd.DataFrame(
         [
