@@ -16,7 +16,7 @@ from latency_models.protocol import ProtocolConfig
 from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
 
 torch.set_num_threads(1)
-FAST = ProtocolConfig(time_cap_s=0.3, min_repeats=5, max_repeats=50, ci_half_width=0.5, attempts=1)
+FAST = ProtocolConfig(time_cap_s=0.3, min_repeats=5, max_repeats=50, ci_half_width=0.5, attempts=1, min_time_s=0.0)
 
 
 def small_arch() -> ArchConfig:
