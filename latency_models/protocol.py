@@ -8,7 +8,8 @@ returned flagged so that callers refuse to use it.
 
 On a shared or virtualised machine the speed of the whole CPU wanders by 10-30% within seconds (other
 tenants, frequency changes), far more than the interval of one median. With a ``Reference`` the
-protocol alternates short blocks of the candidate with short blocks of a fixed reference program and
+protocol alternates short blocks of the candidate with short blocks of a fixed reference program (one per kind
+of work, see ``reference``) and
 keeps the ratio of each sample to its neighbouring reference block: a slowdown that hits both cancels.
 The latency reported is the median ratio times the reference's *baseline* (its typical time on this
 device, measured once and kept), so it stays in milliseconds, and the interval is that of the ratio.
@@ -16,7 +17,8 @@ device, measured once and kept), so it stays in milliseconds, and the interval i
 Where a program lands in memory moves its time too: eight ExecuTorch decode graphs, each loaded five times in
 one process, moved by 7% on average from one load to the next, against 3% between two timings of one load. So a
 program is loaded ``loads`` times, each load timed as above, and the latency is the median of the loads'
-medians (what a phone that loads the model anew each time it starts can expect).
+medians (what a phone that loads the model anew each time it starts can expect). Exporting a candidate takes
+about 30 s on the development machine, so five loads of at least ``min_time_s`` each add little (about 4 s).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class ProtocolConfig(BaseModel):
     )
     attempts: int = Field(3, ge=1, description="re-measurements of an unstable result")
     loads: int = Field(
-        3,
+        5,
         ge=1,
         description="times the program is loaded afresh and timed; the latency is the median of the loads' medians",
     )
