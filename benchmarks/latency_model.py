@@ -3,7 +3,7 @@
 ``python -m benchmarks.latency_model [--quick]`` measures a calibration set (maximin design, then
 uncertainty-driven), a random held-out set and an out-of-range set (every architecture larger than
 any calibration one) of random MobileLLM-Flash candidates on ``executorch-xnnpack``, re-measures
-part of the held-out set for the noise floor, fits every predictor per phase and prints one row per
+the held-out set for the noise floor, fits every predictor per phase and prints one row per
 predictor and phase. Targets (issue 3), with at most 64 calibration architectures: within +-10% >= 95%
 and Kendall tau >= 0.9 on the random held-out split for prefill and decode; the best predictor's
 MAPE within 1.5x the noise floor.
@@ -73,7 +73,9 @@ class Measurements:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a handful of tiny architectures, within a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="a handful of tiny architectures (about 2 min: exporting dominates)"
+    )
     parser.add_argument("--calibration", type=int, default=None, help="calibration architectures (<= 64)")
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--out-of-range", type=int, default=None)
