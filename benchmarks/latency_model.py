@@ -62,6 +62,7 @@ class Measurements:
     calibration: list[dict[str, Any]]
     held_out: list[dict[str, Any]]
     out_of_range: list[dict[str, Any]]
+    # Pairs are tuples when measured and lists when read back from a --save file; both index alike.
     noise: dict[str, list[tuple[float, float]]]  # per phase: (first, second) medians of re-measured held-out ones
     peaks: dict[str, float]
     costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
@@ -196,14 +197,6 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     )
 
 
-def load_measurements(path: Path) -> Measurements:
-    """A ``--save`` file, read back (tuples come back from JSON as lists)."""
-    data = json.loads(path.read_text())
-    data["noise"] = {phase: [tuple(pair) for pair in pairs] for phase, pairs in data["noise"].items()}
-    data["costs"] = [tuple(cost) for cost in data["costs"]]
-    return Measurements(**data)
-
-
 def report(measurements: Measurements) -> None:
     """Fit every predictor per phase and print the metrics table, the verdicts and what measuring cost."""
     table = metrics_table("Latency predictors on executorch-xnnpack (local-cpu, 1 thread)")
@@ -264,7 +257,7 @@ def main() -> None:
     if args.source is not None:
         if not args.source.is_file():
             raise SystemExit(f"No saved measurements at {args.source}; write them with --save first.")
-        measurements = load_measurements(args.source)
+        measurements = Measurements(**json.loads(args.source.read_text()))
         console.print(f"Refitted on the measurements saved in {args.source}; nothing was measured in this run.")
     else:
         measurements = measure_all(args, benchmark_protocol(args))

@@ -168,10 +168,11 @@ class MobileLLMFlashFamily(Family):
         if missing:
             backend = get_backend(self.options.backend)
             protocol = self.options.protocol
+            db_url = context.db_url or get_settings().db_url
             model = build_model(arch)
             workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}"
             for phase in missing:  # each phase beside the reference that drifts as it does
-                reference = drift_reference(backend, device, protocol, context.db_url or get_settings().db_url, phase)
+                reference = drift_reference(backend, device, protocol, db_url, phase)
                 result = measure_phase(model, workload, phase, backend, device, protocol, workdir, "search", reference)
                 if not result.row["stable"]:
                     raise UnstableMeasurement(
