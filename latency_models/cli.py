@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 
 from hilnas.errors import UserError
 from latency_models.measurer import FAMILY
+
+if TYPE_CHECKING:
+    from latency_models.protocol import ProtocolConfig
 
 app = typer.Typer(
     help="Measure candidates on a device, calibrate latency predictors, report them.", no_args_is_help=True
@@ -33,6 +36,23 @@ AddressOption = Annotated[str | None, typer.Option("--address", help="Ray cluste
 CiOption = Annotated[
     float, typer.Option("--ci-half-width", min=0.001, help="target half-width of the median's 95% CI, relative")
 ]
+LoadsOption = Annotated[
+    int | None,
+    typer.Option("--loads", min=1, help="times each program is loaded afresh and timed (default: the protocol's)"),
+]
+MinTimeOption = Annotated[
+    float | None,
+    typer.Option("--min-time", min=0.0, help="seconds each load is timed at least (default: the protocol's)"),
+]
+
+
+def _protocol(threads: int, ci_half_width: float, loads: int | None, min_time: float | None) -> ProtocolConfig:
+    """The measurement protocol the command-line options describe; what they leave out keeps its default."""
+    from latency_models.protocol import ProtocolConfig
+
+    optional = {"loads": loads, "min_time_s": min_time}
+    given = {name: value for name, value in optional.items() if value is not None}
+    return ProtocolConfig(threads=threads, ci_half_width=ci_half_width, **given)
 
 
 def _read_mapping(target: str) -> dict[str, Any] | None:
@@ -78,6 +98,8 @@ def measure(
     backend: BackendOption = "executorch-xnnpack",
     threads: ThreadsOption = 1,
     ci_half_width: CiOption = 0.03,
+    loads: LoadsOption = None,
+    min_time: MinTimeOption = None,
     in_process: InProcessOption = False,
     address: AddressOption = None,
     db_url: DbOption = None,
@@ -90,9 +112,8 @@ def measure(
     db_url = db_url or settings.db_url
     device = device or spec_device or settings.device
     from latency_models.measurer import DeviceMeasurer
-    from latency_models.protocol import ProtocolConfig
 
-    protocol = ProtocolConfig(threads=threads, ci_half_width=ci_half_width)
+    protocol = _protocol(threads, ci_half_width, loads, min_time)
     measurer = DeviceMeasurer(
         db_url, device, backend, protocol, in_process=in_process, address=address or settings.ray_address
     )
@@ -137,6 +158,8 @@ def calibrate(
     backend: BackendOption = "executorch-xnnpack",
     threads: ThreadsOption = 1,
     ci_half_width: CiOption = 0.03,
+    loads: LoadsOption = None,
+    min_time: MinTimeOption = None,
     in_process: InProcessOption = False,
     address: AddressOption = None,
     db_url: DbOption = None,
@@ -151,11 +174,10 @@ def calibrate(
     from hilnas.settings import get_settings
     from latency_models.device_calibration import calibrate_device
     from latency_models.measurer import DeviceMeasurer
-    from latency_models.protocol import ProtocolConfig
     from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 
     settings = get_settings()
-    protocol = ProtocolConfig(threads=threads, ci_half_width=ci_half_width)
+    protocol = _protocol(threads, ci_half_width, loads, min_time)
     measurer = DeviceMeasurer(
         db_url or settings.db_url,
         device,

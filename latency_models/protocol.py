@@ -67,6 +67,11 @@ class ProtocolConfig(BaseModel):
 
 
 BLOCK = 5  # samples timed back to back between two checks (and, with a reference, between its blocks)
+# Untimed runs before each block when two programs alternate. Each evicts the other from the caches: after a block
+# of a 7M-parameter decode step, the decode reference's first run took 2.6x its time alone and settled only after
+# about six runs, the candidate after three to five. Timed at once, the reference's median grew with the size of
+# the candidate beside it, and the drift correction turned that into noise.
+BLOCK_WARMUP = 6
 
 
 @dataclass(frozen=True)
@@ -123,12 +128,17 @@ def _timed_ms(run: Callable[[], Any]) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def _warm(run: Callable[[], Any]) -> None:
+    for _ in range(BLOCK_WARMUP):
+        run()
+
+
 def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None = None) -> Timing:
     """One attempt: warm up, then time ``run`` in blocks of ``BLOCK`` samples until the median's CI is narrow
     enough (after at least ``min_time_s``) or time runs out. With a ``reference``, each block is preceded by a
     block of the reference, and each sample is divided by that block's reference median. Both blocks start with
-    an untimed run, so each program is timed warm, as it would be back to back, not just after the other evicted
-    it from the caches."""
+    ``BLOCK_WARMUP`` untimed runs, so each program is timed warm, as it runs back to back (a decode step after
+    the previous one), not just after the other evicted it from the caches."""
     for _ in range(config.warmup):
         run()
         if reference is not None:
@@ -140,9 +150,9 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
     deadline = started + config.time_cap_s
     while len(samples) < config.max_repeats:
         if reference is not None:
-            reference.run()
+            _warm(reference.run)
             references.append(float(np.median([_timed_ms(reference.run) for _ in range(BLOCK)])))
-            run()
+            _warm(run)
         for _ in range(min(BLOCK, config.max_repeats - len(samples))):
             raw.append(_timed_ms(run))
             samples.append(raw[-1] if reference is None else raw[-1] / references[-1] * reference.baseline_ms)

@@ -34,7 +34,7 @@ def tiny_spec(corpus: Path, **overrides: object) -> dict:
             "corpus": str(corpus),
         },
         "backend": "torch-eager",
-        "protocol": {"ci_half_width": 0.5, "time_cap_s": 0.3, "min_repeats": 5, "min_time_s": 0.0},
+        "protocol": {"ci_half_width": 0.5, "time_cap_s": 0.3, "min_repeats": 5, "min_time_s": 0.0, "loads": 2},
         "workload": {"prefill_len": 32, "decode_kv_len": 48},
         "calibration": {"budget": 5, "pool": 40},
         "search": {"trials": 6, "batch_size": 3, "max_concurrency": 2, "population_size": 4, "distill_tokens": 1024},
