@@ -93,10 +93,10 @@ def parse_args() -> argparse.Namespace:
 
 def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
     """The protocol of a full run, or a looser one for --quick, with the command line's overrides."""
-    # --quick is a smoke run: a looser precision target so that a busy machine still yields numbers.
-    # Sub-millisecond decode steps need thousands of repeats before the median's CI narrows.
+    # --quick is a smoke run: a looser precision target so that a busy machine still yields numbers, and fewer,
+    # shorter loads. Sub-millisecond decode steps need thousands of repeats before the median's CI narrows.
     protocol = (
-        ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05, max_repeats=3000)
+        ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05, max_repeats=3000, loads=3, min_time_s=0.1)
         if args.quick
         else ProtocolConfig(max_repeats=3000)
     )
