@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
@@ -100,12 +101,11 @@ def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
         if args.quick
         else ProtocolConfig(max_repeats=3000)
     )
-    overrides: dict[str, Any] = {"drift_reference": not args.raw}
-    if args.loads is not None:
-        overrides["loads"] = args.loads
-    if args.min_time is not None:
-        overrides["min_time_s"] = args.min_time
-    return protocol.model_copy(update=overrides)
+    try:
+        return protocol.with_changes(drift_reference=not args.raw, loads=args.loads, min_time_s=args.min_time)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise SystemExit(f"Bad protocol option {error['loc'][0]}: {error['msg'].lower()}.") from None
 
 
 def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measurements:

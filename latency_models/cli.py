@@ -50,9 +50,7 @@ def _protocol(threads: int, ci_half_width: float, loads: int | None, min_time: f
     """The measurement protocol the command-line options describe; what they leave out keeps its default."""
     from latency_models.protocol import ProtocolConfig
 
-    optional = {"loads": loads, "min_time_s": min_time}
-    given = {name: value for name, value in optional.items() if value is not None}
-    return ProtocolConfig(threads=threads, ci_half_width=ci_half_width, **given)
+    return ProtocolConfig().with_changes(threads=threads, ci_half_width=ci_half_width, loads=loads, min_time_s=min_time)
 
 
 def _read_mapping(target: str) -> dict[str, Any] | None:

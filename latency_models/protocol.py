@@ -65,6 +65,12 @@ class ProtocolConfig(BaseModel):
         "drift-corrected ratio",
     )
 
+    def with_changes(self, **changes: Any) -> ProtocolConfig:
+        """This protocol with the given fields changed, the ones given as None left alone, and checked again
+        (``model_copy`` would take an invalid value, such as zero loads, without a word)."""
+        given = {name: value for name, value in changes.items() if value is not None}
+        return ProtocolConfig.model_validate(self.model_dump() | given)
+
 
 BLOCK = 5  # samples timed back to back between two checks (and, with a reference, between its blocks)
 # Untimed runs before each block when two programs alternate. Each evicts the other from the caches: after a block

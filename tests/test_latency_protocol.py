@@ -190,6 +190,16 @@ def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
     assert corrected.raw_median_ms > 1.3 and corrected.reference_median_ms > 2.6
 
 
+def test_with_changes_keeps_what_is_none_and_checks_what_changes() -> None:
+    from pydantic import ValidationError
+
+    base = ProtocolConfig(loads=4)
+    changed = base.with_changes(loads=None, min_time_s=0.0, ci_half_width=0.5)
+    assert (changed.loads, changed.min_time_s, changed.ci_half_width) == (4, 0.0, 0.5)
+    with pytest.raises(ValidationError, match="loads"):
+        base.with_changes(loads=0)  # model_copy would have taken it
+
+
 class _SharedCache:
     """Two programs that evict each other from the caches: after a switch, a program's first four runs take 3x."""
 
