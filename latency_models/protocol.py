@@ -86,6 +86,7 @@ class Reference:
 
     run: Callable[[], Any]
     baseline_ms: float
+    program: str | None = None  # the name in ``reference.PROGRAMS``, recorded on every row it corrected
 
 
 @dataclass
@@ -236,6 +237,7 @@ def drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float
         "reference_ms": timing.reference_median_ms,
         "reference_baseline_ms": reference.baseline_ms,
         "drift": timing.reference_median_ms / reference.baseline_ms,
+        **({"reference_program": reference.program} if reference.program else {}),
     }
 
 

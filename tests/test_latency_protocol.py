@@ -255,6 +255,38 @@ def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -
     assert decode.baseline_ms > 0 and decode.baseline_ms != first.baseline_ms
     with session_scope(db_url) as session:
         programs = sorted(session.scalars(select(ReferenceBaseline.program).filter_by(device="cpu-a")))
-    assert programs == sorted(PROGRAMS.values())
+    assert programs == sorted(PROGRAMS[kind] for kind in ("prefill", "decode"))  # the large one only when asked
+    large = drift_reference(backend, "cpu-a", config, db_url, kind="decode-large")
+    assert large.program == PROGRAMS["decode-large"] and large.baseline_ms > decode.baseline_ms
     with pytest.raises(ValueError, match="no drift reference of kind 'encode'"):
         drift_reference(backend, "cpu-a", config, db_url, kind="encode")
+
+
+def test_each_phase_is_timed_beside_the_reference_its_size_picks(tmp_path: Path) -> None:
+    """A decode step that moves more than the shared cache holds drifts with the large decode reference."""
+    from latency_models.backends import get_backend
+    from latency_models.measure import measure_architecture
+    from latency_models.reference import PROGRAMS
+    from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
+
+    asked: list[str] = []
+
+    def reference_for(kind: str) -> Reference:
+        asked.append(kind)
+        return Reference(run=lambda: _sleep_ms(0.05), baseline_ms=0.05, program=PROGRAMS[kind])
+
+    workload = Workload(prefill_len=8, decode_kv_len=128)
+    small = ArchConfig(vocab_size=512, dim=64, layers=[LayerConfig(ffn_dim=128)] * 2, max_context=160)
+    large = ArchConfig(vocab_size=4096, dim=256, layers=[LayerConfig(ffn_dim=1024)] * 4, max_context=160)
+    protocol = ProtocolConfig(time_cap_s=0.1, min_repeats=5, ci_half_width=0.5, attempts=1, loads=1, min_time_s=0.0)
+    rows = {}
+    for name, arch in (("small", small), ("large", large)):
+        results = measure_architecture(
+            arch, workload, get_backend("torch-eager"), "cpu", protocol, tmp_path, reference_for=reference_for
+        )
+        rows[name] = {phase: result.row["extra"] for phase, result in results.items()}
+        assert all(result.reference.program == result.row["extra"]["reference_program"] for result in results.values())
+    assert asked == ["prefill", "decode", "prefill", "decode-large"]
+    assert rows["large"]["decode"]["reference_program"] == PROGRAMS["decode-large"]
+    assert rows["small"]["decode"]["reference_program"] == PROGRAMS["decode"]
+    assert all(extra["timing"] == "drift-corrected" for phases in rows.values() for extra in phases.values())

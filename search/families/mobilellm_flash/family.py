@@ -157,7 +157,7 @@ class MobileLLMFlashFamily(Family):
         """Prefill and decode latency on ``device``: from the store when already measured, else on the device."""
         from latency_models.backends import get_backend
         from latency_models.measure import PHASES, build_model, measure_phase, phase_shape
-        from latency_models.reference import drift_reference
+        from latency_models.reference import drift_reference, reference_kind
 
         arch, workload = self.candidate(params)
         rows: dict[str, dict[str, Any]] = {}
@@ -172,7 +172,7 @@ class MobileLLMFlashFamily(Family):
             model = build_model(arch)
             workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}"
             for phase in missing:  # each phase beside the reference that drifts as it does
-                reference = drift_reference(backend, device, protocol, db_url, phase)
+                reference = drift_reference(backend, device, protocol, db_url, reference_kind(arch, workload, phase))
                 result = measure_phase(model, workload, phase, backend, device, protocol, workdir, "search", reference)
                 if not result.row["stable"]:
                     raise UnstableMeasurement(
