@@ -19,7 +19,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from latency_models.calibration import Candidate, calibrate, candidate_pool, eva
 from latency_models.device_profile import measure_peaks
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
-from latency_models.protocol import ProtocolConfig, Reference, measure
+from latency_models.protocol import ProtocolConfig, measure, why_unstable
 from latency_models.reference import drift_reference
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
@@ -69,7 +68,7 @@ class Measurements:
     peaks: dict[str, float]
     costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
     drifts: list[float]  # a reference's time over its baseline, per measurement
-    reference_baselines_ms: dict[str, float]  # per reference kind used, its baseline (none when raw)
+    reference_baselines_ms: dict[str, float]  # per phase, the baseline of its drift reference (none when raw)
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -121,13 +120,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
 
     backend = get_backend("executorch-xnnpack")
     peaks = measure_peaks(protocol)
-    references: dict[str, Reference | None] = {}  # by kind, made when a candidate first needs one
-
-    def reference_for(kind: str) -> Reference | None:
-        if kind not in references:
-            references[kind] = drift_reference(backend, "local-cpu", protocol, kind=kind)
-        return references[kind]
-
+    references = {phase: drift_reference(backend, "local-cpu", protocol, kind=phase) for phase in PHASES}
     pool = candidate_pool(benchmark_space(quick, args.max_layers), 60 if quick else 600, args.seed, options)
     sizes = np.array([c.arch.n_params() for c in pool])
     threshold = np.quantile(sizes, 0.75)
@@ -152,13 +145,13 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             "local-cpu",
             protocol,
             workroot / candidate.key[0][:12],
-            reference_for=reference_for,
+            references=references,
         )
         costs.append(tuple(sum(r.row["extra"][k] for r in results.values()) for k in ("export_s", "measure_s")))
         drifts.extend(r.row["extra"]["drift"] for r in results.values() if "drift" in r.row["extra"])
-        unstable = [p for p, r in results.items() if not r.row["stable"]]
+        unstable = [f"{p}: {why_unstable(r.timing, protocol)}" for p, r in results.items() if not r.row["stable"]]
         if unstable:
-            raise RuntimeError(f"unstable {unstable} after {protocol.attempts} attempts")
+            raise RuntimeError("; ".join(unstable))
         if keep:
             kept[candidate.key] = results
         return {phase: r.row for phase, r in results.items()}
@@ -186,7 +179,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
         for results in list(kept.values())[:n_noise]:
             for phase, result in results.items():
-                again = measure(result.prepared.reload(), protocol, result.reference, result.prepared.reload)
+                again = measure(result.prepared.reload(), protocol, references[phase], result.prepared.reload)
                 noise[phase].append((result.timing.median_ms, again.median_ms))
             progress.advance(task)
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing
@@ -249,14 +242,10 @@ def report(measurements: Measurements) -> None:
     )
     if measurements.drifts:
         low, mid, high = np.percentile(measurements.drifts, [0, 50, 100])
-        baselines = ", ".join(f"{k} {ms:.3f} ms" for k, ms in measurements.reference_baselines_ms.items())
-        rows = measurements.calibration + measurements.held_out + measurements.out_of_range
-        used = Counter(row["extra"].get("reference_program", "not recorded") for row in rows)
+        baselines = ", ".join(f"{p} {ms:.3f} ms" for p, ms in measurements.reference_baselines_ms.items())
         console.print(
             f"Drift references (baselines {baselines}): their time during the measurements was {low:.2f}x to "
-            f"{high:.2f}x their baselines (median {mid:.2f}x). Rows per reference: "
-            + ", ".join(f"{program} {n}" for program, n in sorted(used.items()))
-            + "."
+            f"{high:.2f}x their baselines (median {mid:.2f}x); each phase's latencies are corrected by its own."
         )
     for failure in measurements.failures:
         console.print(f"  failed: {failure}")

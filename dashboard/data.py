@@ -403,20 +403,21 @@ def verified_latency(url: str, search_id: int | None = None) -> pd.DataFrame:
     return frame.assign(error_pct=(frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100)
 
 
-DRIFT_COLUMNS = ["device", "backend", "phase", "measured_at", "drift"]
+DRIFT_COLUMNS = ["device", "backend", "phase", "reference", "measured_at", "drift"]
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
 def device_drift(url: str) -> pd.DataFrame:
     """The drift reference's time over its baseline at every drift-corrected measurement, oldest first:
-    how much faster or slower the device ran while it measured (1.0 = as fast as its baseline)."""
+    how much faster or slower the device ran while it measured (1.0 = as fast as its baseline). ``reference`` is
+    the program that was timed (rows from before it was recorded name their phase's)."""
     statement = select(
         Measurement.device, Measurement.backend, Measurement.phase, Measurement.created_at, Measurement.extra
     ).where(Measurement.extra.is_not(None))
     with _engine(url).connect() as connection:
         rows = connection.execute(statement.order_by(Measurement.created_at)).all()
     records = [
-        (r.device, r.backend, r.phase, r.created_at, float(r.extra["drift"]))
+        (r.device, r.backend, r.phase, r.extra.get("reference_program", r.phase), r.created_at, float(r.extra["drift"]))
         for r in rows
         if isinstance(r.extra, dict) and r.extra.get("drift") is not None
     ]

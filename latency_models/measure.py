@@ -8,7 +8,6 @@ The result is one row per phase with the columns of ``hilnas_measurements``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ class PhaseResult:
     row: dict[str, Any]
     prepared: PreparedGraph
     timing: Timing
-    reference: Reference | None = None  # what the timing was drift-corrected by, to re-measure it alike
 
 
 def check_outputs(prepared: PreparedGraph, expected: tuple[torch.Tensor, ...], phase: str) -> float:
@@ -104,7 +102,7 @@ def measure_phase(
             "n_params": model.config.n_params(),
         },
     }
-    return PhaseResult(row=row, prepared=prepared, timing=timing, reference=reference)
+    return PhaseResult(row=row, prepared=prepared, timing=timing)
 
 
 def build_model(arch: ArchConfig, seed: int = 0) -> MobileLLM:
@@ -122,15 +120,13 @@ def measure_architecture(
     workdir: Path,
     phases: tuple[str, ...] = PHASES,
     stage: str | None = None,
-    reference_for: Callable[[str], Reference | None] | None = None,
+    references: dict[str, Reference | None] | None = None,
 ) -> dict[str, PhaseResult]:
-    """Every requested phase of one architecture, each exported into ``workdir`` and, when ``reference_for`` is
-    given, drift-corrected by ``reference_for(kind)`` for the kind ``reference.reference_kind`` picks."""
-    from latency_models.reference import reference_kind
-
+    """Every requested phase of one architecture, each exported into ``workdir`` and drift-corrected by its
+    phase's entry in ``references`` (``reference.drift_reference(..., kind=phase)``) when given."""
     model = build_model(arch)
-    results = {}
-    for phase in phases:
-        reference = reference_for(reference_kind(arch, workload, phase)) if reference_for else None
-        results[phase] = measure_phase(model, workload, phase, backend, device, protocol, workdir, stage, reference)
-    return results
+    references = references or {}
+    return {
+        phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage, references.get(phase))
+        for phase in phases
+    }

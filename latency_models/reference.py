@@ -1,18 +1,11 @@
 """The drift references: fixed small MobileLLM graphs timed in blocks between the candidate's (see ``protocol``).
 
-There is one per kind of work. The ``prefill`` reference (a short prompt through two layers) is
-compute-bound, like a prefill or an EdgeTAM component. The two decode references (one token against a KV
-cache) are bound by memory like a decode step. Drift on a shared host is not the same for both kinds: when
-another tenant fills the caches or the memory bus, a decode step slows more than a prompt does. A probe
-timed six decode graphs for 14 rounds: divided by the prefill reference they moved 3.3% from one round to
-the next, and divided by a decode reference 2.2% (raw: 5.2%).
-
-Decode steps come in two sizes as far as the host is concerned: those whose weights and cache fit in the
-last-level cache beside another tenant's, and those that stream from memory. ``decode`` (about 3 MB per
-step) follows the first, ``decode-large`` (about 19 MB) the second. A probe timed eleven decode candidates
-in ten rounds minutes apart beside both: the small reference steadied every one that moves up to 10 MB per
-step, the large one every one from 12.5 MB (e.g. a 7.5M-parameter step: 6.9% CV raw, 6.1% beside the small
-reference, 1.7% beside the large one); ``reference_kind`` splits at ``LARGE_DECODE_BYTES``.
+There are two, one per kind of work. The ``prefill`` reference (a short prompt through two layers) is
+compute-bound, like a prefill or an EdgeTAM component. The ``decode`` reference (one token against a KV
+cache, a few MB of weights) is bound by memory like a decode step. Drift on a shared host is not the same
+for both kinds: when another tenant fills the caches or the memory bus, a decode step slows more than a
+prompt does. A probe timed six decode graphs for 14 rounds: divided by the prefill reference they moved
+3.3% from one round to the next, and divided by a decode reference 2.2% (raw: 5.2%).
 
 A reference's *baseline* is its typical time on the device. Drift-corrected latencies are ratios to the
 reference times the baseline, so every process that measures a device must agree on it: with a store,
@@ -33,45 +26,27 @@ from db.models import ReferenceBaseline
 from db.session import session_scope
 from latency_models.backends import Backend, PreparedGraph, get_backend
 from latency_models.protocol import ProtocolConfig, Reference, machine_fingerprint, measure
-from search.families.mobilellm_flash.space import ArchConfig, Workload
 
 #: The reference program of each kind, by name; change a name whenever its program changes, so that old
 #: baselines are not reused.
-PROGRAMS = {
-    "prefill": "mobilellm-prefill-d128-l2-t32",
-    "decode": "mobilellm-decode-d128-l2-v2048-kv128",
-    "decode-large": "mobilellm-decode-d256-l4-v4096-kv128",
-}
-#: Bytes a decode step moves (``features.phase_features``) above which it is timed beside ``decode-large``.
-LARGE_DECODE_BYTES = 11e6
+PROGRAMS = {"prefill": "mobilellm-prefill-d128-l2-t32", "decode": "mobilellm-decode-d128-l2-v2048-kv128"}
 BASELINE_ROUNDS = 5  # the baseline is the median of this many separate measurements, spread over seconds
-
-
-def reference_kind(arch: ArchConfig, workload: Workload, phase: str) -> str:
-    """The reference that drifts as this phase of this architecture does (a key of ``PROGRAMS``)."""
-    from latency_models.features import phase_features
-
-    if phase == "decode" and phase_features(arch, workload, phase)["bytes"] > LARGE_DECODE_BYTES:
-        return "decode-large"
-    return phase
 
 
 def _reference_graph(backend: Backend, kind: str, workdir: Path) -> PreparedGraph:
     from latency_models.measure import build_model
     from search.families.mobilellm_flash.model import example_inputs, phase_graph
-    from search.families.mobilellm_flash.space import LayerConfig
+    from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
 
-    phase, workload = "decode", Workload(prefill_len=1, decode_kv_len=128)
     if kind == "prefill":
-        phase, workload = "prefill", Workload(prefill_len=32, decode_kv_len=1)
         arch = ArchConfig(vocab_size=512, dim=128, layers=[LayerConfig(ffn_dim=256)] * 2, max_context=64)
-    elif kind == "decode":  # about the weights and KV cache of a typical small decode candidate
+        workload = Workload(prefill_len=32, decode_kv_len=1)
+    else:  # about the weights and KV cache of a typical small decode candidate
         arch = ArchConfig(vocab_size=2048, dim=128, layers=[LayerConfig(ffn_dim=512)] * 2, max_context=160)
-    else:  # a decode step that no longer fits in a shared last-level cache
-        arch = ArchConfig(vocab_size=4096, dim=256, layers=[LayerConfig(ffn_dim=1024)] * 4, max_context=160)
+        workload = Workload(prefill_len=1, decode_kv_len=128)
     model = build_model(arch)
-    inputs = example_inputs(model, workload, phase)
-    return backend.prepare(phase_graph(model, phase).eval(), inputs, phase, workdir)
+    inputs = example_inputs(model, workload, kind)
+    return backend.prepare(phase_graph(model, kind).eval(), inputs, kind, workdir)
 
 
 @lru_cache(maxsize=8)
@@ -115,9 +90,9 @@ _baselines: dict[tuple[str | None, str, str, int, str], float] = {}
 def drift_reference(
     backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None, kind: str = "prefill"
 ) -> Reference | None:
-    """The reference program of ``kind`` (a key of ``PROGRAMS``; ``reference_kind`` picks it for a candidate)
-    ready to time in blocks beside a candidate's on ``device``, with its agreed baseline (None when the
-    protocol measures without one)."""
+    """The reference program of ``kind`` ("prefill": compute-bound, "decode": memory-bound) ready to time in
+    blocks beside a candidate's on ``device``, with its agreed baseline (None when the protocol measures
+    without one)."""
     if not protocol.drift_reference:
         return None
     if kind not in PROGRAMS:

@@ -71,7 +71,13 @@ def add_verified_measurement(db_url: str, search_id: int, number: int, artifact_
                 n_samples=len(samples),
                 samples_ms=samples,
                 fingerprint={"threads": 1},
-                extra={"predicted_ms": 9.5, "raw_median_ms": 11.3, "reference_ms": 0.224, "drift": 1.12},
+                extra={
+                    "predicted_ms": 9.5,
+                    "raw_median_ms": 11.3,
+                    "reference_ms": 0.224,
+                    "drift": 1.12,
+                    "reference_program": "mobilellm-decode-d128-l2-v2048-kv128",
+                },
             )
         )
         trial.arch_hash = f"arch-{number}"
@@ -253,7 +259,9 @@ def test_latency_page_plots_held_out_points_of_each_predictor(seeded_store: dict
     app = run_page("views/latency.py")
     chart(app, "latency.bars")
     chart(app, "latency.parity")  # the verified point keeps its own parity plot
-    assert values(chart(app, "latency.drift")["data"][0]["y"]) == [1.12]  # the reference ran 12% slow
+    drift = chart(app, "latency.drift")["data"][0]
+    assert values(drift["y"]) == [1.12]  # the reference ran 12% slow
+    assert "mobilellm-decode-d128-l2-v2048-kv128" in drift["name"]  # marked by the program it timed
     for phase, reports in latency_fits.items():
         selected = next(r for r in reports if r.selected)
         # The predictor chosen by cross-validation is shown first, with every one of its held-out points.

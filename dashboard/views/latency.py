@@ -152,7 +152,7 @@ else:
     st.caption(
         "Blocks of a fixed reference program are timed between blocks of each candidate; its time over its stored "
         "baseline shows how much slower (above 1) or faster the device ran while measuring. Latencies are "
-        "corrected by it."
+        "corrected by it. Prefill graphs and decode steps each have a reference of their own."
     )
     st.plotly_chart(
         px.scatter(
@@ -160,7 +160,7 @@ else:
             x="measured_at",
             y="drift",
             color="device",
-            symbol="phase",
+            symbol="reference",
             labels={"drift": "reference time / baseline", "measured_at": "measured at"},
         ),
         key="latency.drift",
