@@ -34,7 +34,7 @@ from latency_models.calibration import Candidate, calibrate, candidate_pool, eva
 from latency_models.device_profile import measure_peaks
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
-from latency_models.protocol import ProtocolConfig, measure, why_unstable
+from latency_models.protocol import ProtocolConfig, measure
 from latency_models.reference import drift_reference
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
@@ -149,9 +149,9 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         )
         costs.append(tuple(sum(r.row["extra"][k] for r in results.values()) for k in ("export_s", "measure_s")))
         drifts.extend(r.row["extra"]["drift"] for r in results.values() if "drift" in r.row["extra"])
-        unstable = [f"{p}: {why_unstable(r.timing, protocol)}" for p, r in results.items() if not r.row["stable"]]
+        unstable = [p for p, r in results.items() if not r.row["stable"]]
         if unstable:
-            raise RuntimeError("; ".join(unstable))
+            raise RuntimeError(f"unstable {unstable} after {protocol.attempts} attempts")
         if keep:
             kept[candidate.key] = results
         return {phase: r.row for phase, r in results.items()}

@@ -45,26 +45,12 @@ MinTimeOption = Annotated[
     typer.Option("--min-time", min=0.0, help="seconds each load is timed at least (default: the protocol's)"),
 ]
 
-MaxDriftOption = Annotated[
-    float | None,
-    typer.Option(
-        "--max-drift",
-        min=0.001,
-        help="re-measure when the drift reference runs more than this fraction off its baseline (default: the "
-        "protocol's)",
-    ),
-]
 
-
-def _protocol(
-    threads: int, ci_half_width: float, loads: int | None, min_time: float | None, max_drift: float | None
-) -> ProtocolConfig:
+def _protocol(threads: int, ci_half_width: float, loads: int | None, min_time: float | None) -> ProtocolConfig:
     """The measurement protocol the command-line options describe; what they leave out keeps its default."""
     from latency_models.protocol import ProtocolConfig
 
-    return ProtocolConfig().with_changes(
-        threads=threads, ci_half_width=ci_half_width, loads=loads, min_time_s=min_time, max_drift=max_drift
-    )
+    return ProtocolConfig().with_changes(threads=threads, ci_half_width=ci_half_width, loads=loads, min_time_s=min_time)
 
 
 def _read_mapping(target: str) -> dict[str, Any] | None:
@@ -112,7 +98,6 @@ def measure(
     ci_half_width: CiOption = 0.03,
     loads: LoadsOption = None,
     min_time: MinTimeOption = None,
-    max_drift: MaxDriftOption = None,
     in_process: InProcessOption = False,
     address: AddressOption = None,
     db_url: DbOption = None,
@@ -126,7 +111,7 @@ def measure(
     device = device or spec_device or settings.device
     from latency_models.measurer import DeviceMeasurer
 
-    protocol = _protocol(threads, ci_half_width, loads, min_time, max_drift)
+    protocol = _protocol(threads, ci_half_width, loads, min_time)
     measurer = DeviceMeasurer(
         db_url, device, backend, protocol, in_process=in_process, address=address or settings.ray_address
     )
@@ -173,7 +158,6 @@ def calibrate(
     ci_half_width: CiOption = 0.03,
     loads: LoadsOption = None,
     min_time: MinTimeOption = None,
-    max_drift: MaxDriftOption = None,
     in_process: InProcessOption = False,
     address: AddressOption = None,
     db_url: DbOption = None,
@@ -191,7 +175,7 @@ def calibrate(
     from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 
     settings = get_settings()
-    protocol = _protocol(threads, ci_half_width, loads, min_time, max_drift)
+    protocol = _protocol(threads, ci_half_width, loads, min_time)
     measurer = DeviceMeasurer(
         db_url or settings.db_url,
         device,

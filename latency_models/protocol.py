@@ -13,10 +13,6 @@ of work, see ``reference``) and
 keeps the ratio of each sample to its neighbouring reference block: a slowdown that hits both cancels.
 The latency reported is the median ratio times the reference's *baseline* (its typical time on this
 device, measured once and kept), so it stays in milliseconds, and the interval is that of the ratio.
-The ratio cancels a mild slowdown, not a heavy one: over three benchmark runs, decode steps measured while the
-reference ran within 10% of its baseline re-measured with 4.9-6.3% error, those measured while it ran further
-off with 6.1-9.3%. So an attempt whose reference ran more than ``max_drift`` off its baseline is *disturbed*,
-unstable like a wide interval, and re-measured after a pause.
 
 Where a program lands in memory moves its time too: eight ExecuTorch decode graphs, each loaded five times in
 one process, moved by 7% on average from one load to the next, against 3% between two timings of one load. So a
@@ -68,12 +64,6 @@ class ProtocolConfig(BaseModel):
         description="alternate blocks of the candidate with blocks of a fixed reference program and report the "
         "drift-corrected ratio",
     )
-    max_drift: float = Field(
-        0.1,
-        gt=0,
-        description="an attempt whose reference ran more than this fraction away from its baseline is unstable and "
-        "re-measured: under that much interference the ratio no longer cancels it",
-    )
 
     def with_changes(self, **changes: Any) -> ProtocolConfig:
         """This protocol with the given fields changed, the ones given as None left alone, and checked again
@@ -88,9 +78,6 @@ BLOCK = 5  # samples timed back to back between two checks (and, with a referenc
 # about six runs, the candidate after three to five. Timed at once, the reference's median grew with the size of
 # the candidate beside it, and the drift correction turned that into noise.
 BLOCK_WARMUP = 6
-# Seconds to wait before re-measuring an attempt the host disturbed (``max_drift``), so that the retry does not
-# land in the same burst of another tenant's work.
-DISTURBED_PAUSE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +104,6 @@ class Timing:
     history: list[dict[str, float]] = field(default_factory=list)
     raw_median_ms: float | None = None  # with a reference: the uncorrected median
     reference_median_ms: float | None = None  # with a reference: its median during this measurement
-    disturbed: bool = False  # with a reference: it ran more than ``max_drift`` off its baseline
     load_medians_ms: list[float] = field(default_factory=list)  # one per load, when there was more than one
 
 
@@ -189,8 +175,6 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
     if reference is not None:
         timing.raw_median_ms = float(np.median(raw))
         timing.reference_median_ms = float(np.median(references))
-        timing.disturbed = abs(timing.reference_median_ms / reference.baseline_ms - 1) > config.max_drift
-        timing.stable = timing.stable and not timing.disturbed
     return timing
 
 
@@ -210,20 +194,14 @@ def measure(
 
 
 def _measure_load(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None) -> Timing:
-    """One load timed, re-measuring an unstable result (after a pause when the host disturbed it); the last one is
-    returned flagged."""
+    """One load timed, re-measuring an unstable result; the last one is returned flagged."""
     history: list[dict[str, float]] = []
     while True:
         timing = time_once(run, config, reference)
-        entry = {"median_ms": timing.median_ms, "ci_half_width": timing.ci_half_width}
-        if reference is not None:
-            entry["drift"] = timing.reference_median_ms / reference.baseline_ms
-        history.append(entry)
+        history.append({"median_ms": timing.median_ms, "ci_half_width": timing.ci_half_width})
         if timing.stable or len(history) == config.attempts:
             timing.attempts, timing.history = len(history), history
             return timing
-        if timing.disturbed:
-            time.sleep(DISTURBED_PAUSE_S)
 
 
 def combine_loads(timings: list[Timing], ci_target: float) -> Timing:
@@ -234,27 +212,12 @@ def combine_loads(timings: list[Timing], ci_target: float) -> Timing:
     combined.median_ms = float(np.median(combined.load_medians_ms))
     combined.ci_half_width = max(timing.ci_half_width for timing in timings)
     combined.stable = all(timing.stable for timing in timings)
-    combined.disturbed = any(timing.disturbed for timing in timings)
     combined.attempts = sum(timing.attempts for timing in timings)
     combined.history = [{**entry, "load": load} for load, timing in enumerate(timings) for entry in timing.history]
     if timings[0].raw_median_ms is not None:
         combined.raw_median_ms = float(np.median([timing.raw_median_ms for timing in timings]))
         combined.reference_median_ms = float(np.median([timing.reference_median_ms for timing in timings]))
     return combined
-
-
-def why_unstable(timing: Timing, config: ProtocolConfig) -> str:
-    """One clause on why ``timing`` was refused, for messages that end with advice."""
-    last = timing.history[-1] if timing.history else {}
-    if timing.disturbed and "drift" in last:
-        return (
-            f"the drift reference ran {last['drift']:.2f}x its baseline in the last of {timing.attempts} attempts, "
-            f"beyond the protocol's +-{config.max_drift:.0%}"
-        )
-    return (
-        f"the median's CI stayed at +-{timing.ci_half_width:.1%} after {timing.attempts} attempts, the protocol asks "
-        f"for +-{config.ci_half_width:.1%}"
-    )
 
 
 def timing_label(config: ProtocolConfig) -> str:

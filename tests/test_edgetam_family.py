@@ -33,7 +33,7 @@ def _options(cache: Path) -> dict:
     return tiny_recipe(cache) | {
         "backend": "torch-eager",  # ExecuTorch export is exercised by benchmarks.edgetam_memory
         # A shared CI machine: precision is not what these tests check.
-        "protocol": {"time_cap_s": 0.5, "ci_half_width": 10.0, "min_time_s": 0.0, "loads": 2, "max_drift": 10.0},
+        "protocol": {"time_cap_s": 0.5, "ci_half_width": 10.0, "min_time_s": 0.0, "loads": 2},
     }
 
 

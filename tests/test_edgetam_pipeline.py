@@ -42,14 +42,7 @@ def tiny_spec(cache: Path, **overrides: object) -> dict:
         "recipe": tiny_recipe(cache),
         "backend": "torch-eager",
         # A shared CI machine: precision is not what this test checks (as in test_edgetam_family.py).
-        "protocol": {
-            "ci_half_width": 10.0,
-            "time_cap_s": 0.3,
-            "min_repeats": 5,
-            "min_time_s": 0.0,
-            "loads": 2,
-            "max_drift": 10.0,
-        },
+        "protocol": {"ci_half_width": 10.0, "time_cap_s": 0.3, "min_repeats": 5, "min_time_s": 0.0, "loads": 2},
         "space": {
             "params": {
                 "resolution": {"type": "categorical", "choices": [32]},

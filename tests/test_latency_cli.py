@@ -68,7 +68,7 @@ def test_measure_arch_in_process_then_served_from_cache(tmp_path: Path) -> None:
     db = tmp_path / "store.db"
     # A loose precision target: the test checks the plumbing, not this shared machine's steadiness.
     command = ["latency", "measure", str(arch), "--backend", "torch-eager", "--in-process", "--device", "cpu"]
-    command += ["--ci-half-width", "0.5", "--loads", "2", "--min-time", "0", "--max-drift", "10"]
+    command += ["--ci-half-width", "0.5", "--loads", "2", "--min-time", "0"]
     first = hilnas(*command, db=db)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.count("measured") == 2
@@ -85,19 +85,7 @@ def test_measure_arch_in_process_then_served_from_cache(tmp_path: Path) -> None:
 def test_calibrate_in_process_then_report(tmp_path: Path) -> None:
     db = tmp_path / "store.db"
     command = ["latency", "calibrate", "--device", "cpu", "--budget", "4", "--pool", "12", "--noise", "2"]
-    command += [
-        "--backend",
-        "torch-eager",
-        "--in-process",
-        "--ci-half-width",
-        "0.5",
-        "--loads",
-        "2",
-        "--min-time",
-        "0",
-        "--max-drift",
-        "10",
-    ]
+    command += ["--backend", "torch-eager", "--in-process", "--ci-half-width", "0.5", "--loads", "2", "--min-time", "0"]
     calibrated = hilnas(*command, db=db)
     assert calibrated.returncode == 0, calibrated.stdout + calibrated.stderr
     assert "Device peaks:" in calibrated.stdout

@@ -19,7 +19,7 @@ def test_search_measures_candidates_on_the_device_actor(ray_local: None, sqlite_
                 "backend": "torch-eager",
                 "vocab_size": 64,
                 "use_cache": False,
-                "protocol": {"ci_half_width": 0.5, "time_cap_s": 0.3, "min_time_s": 0.0, "loads": 2, "max_drift": 10.0},
+                "protocol": {"ci_half_width": 0.5, "time_cap_s": 0.3, "min_time_s": 0.0, "loads": 2},
             },
             "sampler": {"name": "random", "seed": 4},
             "budget": {"trials": 3, "batch_size": 3, "max_concurrency": 1, "max_retries": 1},

@@ -130,9 +130,7 @@ def test_calibration_through_the_device_actor(ray_local: None, sqlite_url: str) 
     from latency_models.protocol import ProtocolConfig
     from search.executor import device_actor
 
-    protocol = ProtocolConfig(
-        ci_half_width=0.5, time_cap_s=0.2, min_repeats=5, warmup=1, min_time_s=0.0, max_drift=10.0
-    )
+    protocol = ProtocolConfig(ci_half_width=0.5, time_cap_s=0.2, min_repeats=5, warmup=1, min_time_s=0.0)
     measurer = DeviceMeasurer(
         sqlite_url, "local-cpu", "torch-eager", protocol, stage="calibration", family_options={"vocab_size": 64}
     )

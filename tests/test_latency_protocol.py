@@ -95,7 +95,7 @@ def test_cache_hit_avoids_re_measuring(db_url: str, tmp_path: Path, monkeypatch:
         MobileLLMFlashFamily.Options(
             vocab_size=64,
             backend="torch-eager",
-            protocol=ProtocolConfig(ci_half_width=0.5, time_cap_s=0.3, min_time_s=0.0, loads=2, max_drift=10.0),
+            protocol=ProtocolConfig(ci_half_width=0.5, time_cap_s=0.3, min_time_s=0.0, loads=2),
         )
     )
     context = TrialContext(1, 0, 1, 0, tmp_path)
@@ -161,11 +161,11 @@ def test_rows_timed_another_way_are_no_cache_hits_and_never_train_the_same_predi
 def test_unstable_measurement_fails_the_trial_instead_of_being_used(tmp_path: Path) -> None:
     from search.families.mobilellm_flash.family import UnstableMeasurement
 
-    impossible = ProtocolConfig(ci_half_width=1e-9, time_cap_s=0.05, min_repeats=5, attempts=2, max_drift=10.0)
+    impossible = ProtocolConfig(ci_half_width=1e-9, time_cap_s=0.05, min_repeats=5, attempts=2)
     family = MobileLLMFlashFamily(
         MobileLLMFlashFamily.Options(vocab_size=64, backend="torch-eager", protocol=impossible, use_cache=False)
     )
-    with pytest.raises(UnstableMeasurement, match=r"CI stayed at .* after 2 attempts"):
+    with pytest.raises(UnstableMeasurement, match="unstable after 2 attempts"):
         family.measure(CANDIDATE, "cpu", TrialContext(1, 0, 1, 0, tmp_path))
 
 
@@ -180,9 +180,7 @@ class _Machine:
 def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
     machine = _Machine()
     # 600 samples span at least one period, so most of them fall in the slow part (~70%).
-    config = ProtocolConfig(
-        warmup=0, min_repeats=600, max_repeats=600, ci_half_width=0.5, time_cap_s=10.0, max_drift=10.0
-    )
+    config = ProtocolConfig(warmup=0, min_repeats=600, max_repeats=600, ci_half_width=0.5, time_cap_s=10.0)
     raw = measure(lambda: machine.work(1.0), config)
     # A block of the target and the reference block before it mostly see the same speed: the ratio is 1.0 / 2.0.
     reference = Reference(run=lambda: machine.work(2.0), baseline_ms=2.0)
@@ -261,36 +259,3 @@ def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -
     assert programs == sorted(PROGRAMS.values())
     with pytest.raises(ValueError, match="no drift reference of kind 'encode'"):
         drift_reference(backend, "cpu-a", config, db_url, kind="encode")
-
-
-def test_an_attempt_the_host_disturbed_is_re_measured_and_refused_when_it_stays_disturbed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The ratio to the reference cancels a mild slowdown only: when the reference runs far off its baseline, the
-    attempt is unstable like a wide interval."""
-    from latency_models import protocol
-
-    monkeypatch.setattr(protocol, "DISTURBED_PAUSE_S", 0.0)
-    config = ProtocolConfig(warmup=0, min_repeats=10, ci_half_width=0.5, min_time_s=0.0, attempts=3, max_drift=0.1)
-    slow_attempts = iter([True, False])  # the first attempt runs on a busy host, the second on a quiet one
-    busy = {"now": next(slow_attempts)}
-    reference_runs = itertools.count()
-
-    def reference_run() -> None:
-        # Each attempt of 10 samples takes 2 reference blocks of BLOCK_WARMUP + BLOCK runs.
-        runs = next(reference_runs)
-        if runs and runs % (2 * (protocol.BLOCK_WARMUP + protocol.BLOCK)) == 0:
-            busy["now"] = next(slow_attempts, False)
-        _sleep_ms(1.5 if busy["now"] else 1.0)
-
-    timing = measure(lambda: _sleep_ms(0.5), config, Reference(run=reference_run, baseline_ms=1.0))
-    assert timing.stable and not timing.disturbed and timing.attempts == 2
-    assert [round(entry["drift"], 1) for entry in timing.history] == [1.5, 1.0]
-    assert timing.median_ms == pytest.approx(0.5, rel=0.2)
-
-    always_busy = Reference(run=lambda: _sleep_ms(1.5), baseline_ms=1.0)
-    refused = measure(lambda: _sleep_ms(0.5), config, always_busy)
-    assert not refused.stable and refused.disturbed and refused.attempts == 3
-    assert "ran 1.50x its baseline in the last of 3 attempts, beyond the protocol's +-10%" in protocol.why_unstable(
-        refused, config
-    )

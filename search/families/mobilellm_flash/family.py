@@ -157,7 +157,6 @@ class MobileLLMFlashFamily(Family):
         """Prefill and decode latency on ``device``: from the store when already measured, else on the device."""
         from latency_models.backends import get_backend
         from latency_models.measure import PHASES, build_model, measure_phase, phase_shape
-        from latency_models.protocol import why_unstable
         from latency_models.reference import drift_reference
 
         arch, workload = self.candidate(params)
@@ -176,8 +175,11 @@ class MobileLLMFlashFamily(Family):
                 reference = drift_reference(backend, device, protocol, db_url, phase)
                 result = measure_phase(model, workload, phase, backend, device, protocol, workdir, "search", reference)
                 if not result.row["stable"]:
-                    reason = why_unstable(result.timing, protocol)
-                    raise UnstableMeasurement(f"{phase} latency stayed unstable: {reason} (is the device busy?)")
+                    raise UnstableMeasurement(
+                        f"{phase} latency stayed unstable after {result.timing.attempts} attempts: the median's CI "
+                        f"is +-{result.timing.ci_half_width:.1%}, the protocol asks for "
+                        f"+-{self.options.protocol.ci_half_width:.1%} (is the device busy?)"
+                    )
                 rows[phase] = result.row
                 if result.prepared.artifact is not None:
                     artifacts.append({"kind": "pte", "path": str(result.prepared.artifact), "meta": {"phase": phase}})
