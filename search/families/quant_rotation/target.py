@@ -45,10 +45,11 @@ class QuantTarget:
         )
 
 
-def load_target(path: str | Path | None = None) -> QuantTarget:
-    """The model at ``path`` (None: the default hilnas backbone) and its token streams; bad input is a UserError."""
+def load_target(path: str | Path | None = None, backbone: BackboneConfig | None = None) -> QuantTarget:
+    """The model at ``path`` (None: the hilnas backbone ``backbone`` describes, the default one when None) and its
+    token streams; bad input is a UserError."""
     if path is None:
-        return _backbone_target(load_or_train_backbone(BackboneConfig()))
+        return _backbone_target(load_or_train_backbone(backbone or BackboneConfig()))
     if (Path(path) / INFO_FILE).is_file():
         return _backbone_target(load_backbone(path))
     model, tokenizer = load_checkpoint(path)
