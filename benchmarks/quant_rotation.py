@@ -44,16 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, small data, few Cayley steps")
     parser.add_argument("--gptq", action="store_true", help="GPTQ weights instead of round-to-nearest")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--model", default=None, help="checkpoint folder or file (default: the hilnas backbone)")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default=None, help="checkpoint folder or file (default: the hilnas backbone)")
+    source.add_argument(
         "--train-tokens",
         type=int,
         default=None,
-        help=f"tokens the backbone is trained on (default {QUANT_TRAIN_TOKENS:,})",
+        help=f"tokens the hilnas backbone is trained on (default {QUANT_TRAIN_TOKENS:,}; --quick: the pipeline's)",
     )
     args = parser.parse_args(argv)
-    if args.model is not None and args.train_tokens is not None:
-        parser.exit(2, "--train-tokens describes the hilnas backbone; a --model checkpoint is already trained.\n")
 
     from search.families.mobilellm_flash.backbone import BackboneConfig
     from search.families.quant_rotation.pipeline import Recipe, evaluate
@@ -65,11 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(width=150)
     seeds = range(3 if args.quick else 10)
     steps = 20 if args.quick else Recipe.cayley_steps
-    try:
-        default_tokens = BackboneConfig().train_tokens if args.quick else QUANT_TRAIN_TOKENS  # quick: no training
-        backbone = BackboneConfig(train_tokens=args.train_tokens or default_tokens)
-    except ValidationError:
-        parser.exit(2, f"--train-tokens must be a positive number of tokens, not {args.train_tokens}.\n")
+    backbone = None
+    if args.model is None:
+        tokens = args.train_tokens
+        if tokens is None:  # --quick trains nothing: it takes the backbone the pipeline (and make demo) already has
+            tokens = BackboneConfig.model_fields["train_tokens"].default if args.quick else QUANT_TRAIN_TOKENS
+        try:
+            backbone = BackboneConfig(train_tokens=tokens)
+        except ValidationError:
+            parser.exit(2, f"--train-tokens must be a positive number of tokens, not {tokens}.\n")
     target = load_target(args.model, backbone)
     model = target.model
     heldout, calibration = target.windows(
