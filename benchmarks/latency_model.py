@@ -34,7 +34,7 @@ from latency_models.calibration import Candidate, calibrate, candidate_pool, eva
 from latency_models.device_profile import measure_peaks
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
-from latency_models.protocol import ProtocolConfig, measure
+from latency_models.protocol import ProtocolConfig, measure_prepared
 from latency_models.reference import drift_reference
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
@@ -179,7 +179,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
         for results in list(kept.values())[:n_noise]:
             for phase, result in results.items():
-                again = measure(result.prepared.reload(), protocol, references[phase], result.prepared.reload)
+                again = measure_prepared(result.prepared, protocol, references[phase])
                 noise[phase].append((result.timing.median_ms, again.median_ms))
             progress.advance(task)
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 
 from latency_models.backends import Backend, PreparedGraph
-from latency_models.protocol import ProtocolConfig, Reference, Timing, drift_fields, machine_fingerprint, measure
+from latency_models.protocol import (
+    ProtocolConfig,
+    Reference,
+    Timing,
+    drift_fields,
+    machine_fingerprint,
+    measure_prepared,
+)
 from search.families.mobilellm_flash.model import MobileLLM, example_inputs, phase_graph
 from search.families.mobilellm_flash.space import ArchConfig, Workload
 
@@ -73,7 +80,7 @@ def measure_phase(
     prepared = backend.prepare(graph, inputs, phase, workdir)
     max_diff = check_outputs(prepared, expected, phase)
     started = time.perf_counter()
-    timing = measure(prepared.run, protocol, reference, prepared.reload)
+    timing = measure_prepared(prepared, protocol, reference)
     row = {
         "arch_hash": model.config.arch_hash(),
         "architecture": model.config.model_dump(mode="json"),

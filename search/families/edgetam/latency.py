@@ -19,7 +19,14 @@ from torch import Tensor, nn
 
 from latency_models.backends import Backend, PreparedGraph
 from latency_models.measure import check_outputs
-from latency_models.protocol import ProtocolConfig, Reference, Timing, drift_fields, machine_fingerprint, measure
+from latency_models.protocol import (
+    ProtocolConfig,
+    Reference,
+    Timing,
+    drift_fields,
+    machine_fingerprint,
+    measure_prepared,
+)
 from search.families.edgetam.model import EdgeTAM, MemoryEntry
 
 COMPONENTS = ("image_encoder", "memory_encoder", "memory_attention", "mask_decoder", "frame")
@@ -155,7 +162,7 @@ def measure_components(
     backend.set_threads(protocol.threads)
     results = {}
     for name, component in prepare_components(model, backend, workdir).items():
-        timing = measure(component.prepared.run, protocol, reference, component.prepared.reload)
+        timing = measure_prepared(component.prepared, protocol, reference)
         results[name] = ComponentResult(timing, component.prepared.export_s, component.max_abs_diff)
     return results
 
