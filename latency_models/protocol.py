@@ -21,10 +21,10 @@ medians (what a phone that loads the model anew each time it starts can expect).
 about 30 s on the development machine, so five loads of at least ``min_time_s`` each add little (about 4 s).
 
 An export leaves the process heap full of freed, fragmented memory, and programs loaded into it run at a different
-speed: 24 decode graphs timed right after their export were 6% slower than the same graphs timed in later sweeps,
-with a 6% spread; in another process they were 12% faster with an 8% spread. After ``gc.collect()`` and glibc's
-``malloc_trim`` they agreed with the sweeps to 3.6% (all within 10%), as well as two sweeps agree with each other;
-a one-second pause instead did nothing. So ``measure_prepared`` releases that memory and then times fresh loads.
+speed. Decode graphs timed right after their export differed from the same graphs timed in later timing-only sweeps
+by +6%, -8% and -12% in three processes (spread 4.7-8.3%), while the sweeps agreed with each other to 1.8-5.3%.
+After ``gc.collect()`` and glibc's ``malloc_trim`` they agreed with the sweeps to 3.3-3.6%, all within 10%; a
+one-second pause instead changed nothing. So ``measure_prepared`` releases that memory and then times fresh loads.
 """
 
 from __future__ import annotations
