@@ -210,8 +210,9 @@ def release_freed_memory() -> None:
     """Collect Python's garbage and hand the heap's free memory back to the system (glibc only; elsewhere the
     collection alone), so that what is loaded next lands in a heap like the one a fresh process has."""
     gc.collect()
-    if _malloc_trim() is not None:
-        _malloc_trim()(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @lru_cache(maxsize=1)
