@@ -19,6 +19,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from latency_models.backends import get_backend
-from latency_models.calibration import Candidate, calibrate, candidate_pool, evaluate_predictors
+from latency_models.calibration import MIN_GP_ROWS, Candidate, calibrate, candidate_pool, evaluate_predictors
 from latency_models.device_profile import measure_peaks
+from latency_models.export_pool import ExportPool, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
-from latency_models.protocol import ProtocolConfig, measure_prepared
-from latency_models.reference import drift_reference
+from latency_models.protocol import ProtocolConfig, Reference, measure_prepared
+from latency_models.reference import drift_reference, reference_candidate
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
 from search.space import CategoricalParam, IntParam, SearchSpace
@@ -46,10 +48,11 @@ if not console.is_terminal:  # a log file: keep the table's 14 columns readable
 
 
 def benchmark_space(quick: bool, max_layers: int) -> SearchSpace:
-    """The default space with depth capped so that one export takes seconds on a shared CPU."""
+    """The default space with depth capped so that one export takes seconds on a shared CPU (about 1.5 s plus
+    2.5 s per attention layer for --quick's tiny graphs: --quick keeps to one or two layers)."""
     space = default_space()
     params = dict(space.params)
-    params["n_layers"] = IntParam(low=1, high=3) if quick else IntParam(low=2, high=max_layers)
+    params["n_layers"] = IntParam(low=1, high=2) if quick else IntParam(low=2, high=max_layers)
     if quick:
         params["dim"] = CategoricalParam(choices=[64, 128])
         params["block_repeat"] = CategoricalParam(choices=[1])
@@ -87,6 +90,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--raw", action="store_true", help="no drift reference: raw medians, as before it existed")
     parser.add_argument("--loads", type=int, default=None, help="fresh loads per program (protocol default if unset)")
     parser.add_argument("--min-time", type=float, default=None, help="timed seconds per load before it may stop")
+    parser.add_argument(
+        "--export-workers",
+        type=int,
+        default=usable_cores(),
+        help="processes that export graphs while none is timed (default: one per usable core; 0: export in the "
+        "timing process)",
+    )
     parser.add_argument("--save", type=Path, default=None, help="write every measurement to this JSON file")
     parser.add_argument("--from", dest="source", type=Path, default=None, help="refit on a --save file; no device")
     return parser.parse_args()
@@ -97,7 +107,7 @@ def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
     # --quick is a smoke run: a looser precision target so that a busy machine still yields numbers, and fewer,
     # shorter loads. Sub-millisecond decode steps need thousands of repeats before the median's CI narrows.
     protocol = (
-        ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05, max_repeats=3000, loads=3, min_time_s=0.1)
+        ProtocolConfig(time_cap_s=1.0, attempts=2, ci_half_width=0.05, max_repeats=3000, loads=2, min_time_s=0.1)
         if args.quick
         else ProtocolConfig(max_repeats=3000)
     )
@@ -109,7 +119,12 @@ def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
 
 
 def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measurements:
-    """Calibrate, measure the held-out and out-of-range sets, and re-measure held-out ones for the noise floor."""
+    """Calibrate, measure the held-out and out-of-range sets, and re-measure held-out ones for the noise floor.
+
+    Graphs are exported by ``--export-workers`` processes, all known ones at once (the references, the held-out
+    and out-of-range sets, the calibration design), then each uncertainty-chosen candidate's phases side by side;
+    timing starts only when no export is running. The device's peaks are measured last, on a quiet CPU.
+    """
     quick = args.quick
     n_cal = args.calibration or (3 if quick else 40)
     n_held = args.held_out or (2 if quick else 24)
@@ -119,8 +134,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     started = time.perf_counter()
 
     backend = get_backend("executorch-xnnpack")
-    peaks = measure_peaks(protocol)
-    references = {phase: drift_reference(backend, "local-cpu", protocol, kind=phase) for phase in PHASES}
+    backend.set_threads(protocol.threads)
     pool = candidate_pool(benchmark_space(quick, args.max_layers), 60 if quick else 600, args.seed, options)
     sizes = np.array([c.arch.n_params() for c in pool])
     threshold = np.quantile(sizes, 0.75)
@@ -135,9 +149,22 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     costs: list[tuple[float, float]] = []
     drifts: list[float] = []
     kept: dict[tuple, dict[str, PhaseResult]] = {}
+    references: dict[str, Reference | None] = {}
     workroot = Path(tempfile.mkdtemp(prefix="hilnas-latency-bench-"))
+    exports = ExportPool(backend.name, protocol.threads, args.export_workers) if args.export_workers else None
+
+    def export_ahead(candidates: list[Candidate]) -> None:
+        for candidate in candidates if exports is not None else []:
+            exports.submit(candidate.key, candidate.arch, candidate.workload, workroot / candidate.key[0][:12])
 
     def measure_candidate(candidate: Candidate, keep: bool = False) -> dict[str, dict]:
+        export_ahead([candidate])
+        exported = exports.take(candidate.key) if exports is not None else None
+        if not references:  # the first time the CPU is quiet: load the references and measure their baselines
+            for phase in PHASES:
+                sent = exports is not None and protocol.drift_reference
+                ready = exports.take(("reference", phase), (phase,))[phase] if sent else None
+                references[phase] = drift_reference(backend, "local-cpu", protocol, kind=phase, exported=ready)
         results = measure_architecture(
             candidate.arch,
             candidate.workload,
@@ -146,6 +173,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             protocol,
             workroot / candidate.key[0][:12],
             references=references,
+            exported=exported,
         )
         costs.append(tuple(sum(r.row["extra"][k] for r in results.values()) for k in ("export_s", "measure_s")))
         drifts.extend(r.row["extra"]["drift"] for r in results.values() if "drift" in r.row["extra"])
@@ -156,15 +184,21 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             kept[candidate.key] = results
         return {phase: r.row for phase, r in results.items()}
 
-    with Progress(console=console, transient=True) as progress:
+    if exports is not None and protocol.drift_reference:
+        for phase in PHASES:
+            arch, workload = reference_candidate(phase)
+            exports.submit(("reference", phase), arch, workload, workroot / f"reference-{phase}", (phase,))
+    export_ahead(held + oor)
+    with exports or nullcontext(), Progress(console=console, transient=True) as progress:
         task = progress.add_task("calibration", total=n_cal)
         calibration = calibrate(
             calibration_pool,
             measure_candidate,
             n_cal,
-            n_initial=max(2, n_cal // 2),
+            n_initial=max(MIN_GP_ROWS, n_cal // 2),
             seed=args.seed,
             on_step=lambda done, _total: progress.update(task, completed=done),
+            ahead=export_ahead,
         )
         held_rows, oor_rows, failures = [], [], list(calibration.failures)
         for label, group, sink, keep in (("held-out", held, held_rows, True), ("out-of-range", oor, oor_rows, False)):
@@ -172,8 +206,8 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             for candidate in group:
                 try:
                     sink.extend(measure_candidate(candidate, keep).values())
-                except RuntimeError as exc:
-                    failures.append(f"{label} {candidate.key[0][:12]}: {exc}")
+                except RuntimeError as exc:  # an export failure or unstable device: note it, go on
+                    failures.append(f"{label} {candidate.key[0][:12]}: {type(exc).__name__}: {exc}")
                 progress.advance(task)
         task = progress.add_task("noise floor", total=n_noise)
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
@@ -182,6 +216,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
                 again = measure_prepared(result.prepared, protocol, references[phase])
                 noise[phase].append((result.timing.median_ms, again.median_ms))
             progress.advance(task)
+        peaks = measure_peaks(protocol)  # before the workers exit: shutting them down takes the CPU for seconds
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing
     return Measurements(
         calibration=calibration.rows,

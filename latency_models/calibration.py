@@ -94,6 +94,10 @@ def maximin_design(points: np.ndarray, k: int, seed: int) -> list[int]:
     return chosen
 
 
+#: The uncertainty step fits a Gaussian process per phase, which needs this many rows; until then it would only
+#: take the next candidate in pool order, so a design should be at least this large.
+MIN_GP_ROWS = 3
+
 MeasureFn = Callable[[Candidate], dict[str, dict[str, Any]]]
 
 
@@ -115,19 +119,23 @@ def calibrate(
     frames: dict[str, pd.DataFrame] | None = None,
     features: FeatureSet | None = None,
     label: Callable[[Any], str] | None = None,
+    ahead: Callable[[list[Any]], None] | None = None,
 ) -> CalibrationResult:
     """Measure up to ``budget`` candidates of ``pool``: a maximin design first, then by uncertainty.
 
     ``measure`` returns one stable row per phase or raises; a candidate that fails is noted and
     skipped (it still counts against the budget, since the device time was spent). Another family's
     pool (any objects) comes with its per-phase feature ``frames`` (one row per candidate, in pool
-    order), its ``features`` and a ``label`` naming a candidate in failure notes.
+    order), its ``features`` and a ``label`` naming a candidate in failure notes. ``ahead`` is told the
+    design's candidates before any is measured, so that their exports can run together (``export_pool``).
     """
     frames = frames if frames is not None else pool_frames(pool)
     label = label or (lambda candidate: candidate.arch.arch_hash()[:12])
     result = CalibrationResult()
     tried: set[int] = set()
     queue = maximin_design(design_matrix(frames=frames, features=features), min(n_initial, budget), seed)
+    if ahead is not None:
+        ahead([pool[index] for index in queue])
     while len(tried) < min(budget, len(pool)):
         index = queue.pop(0) if queue else _most_uncertain(frames, tried, result.rows, features)
         tried.add(index)
@@ -151,7 +159,7 @@ def _most_uncertain(
     total = np.zeros(len(remaining))
     for phase, frame in frames.items():
         phase_rows = [r for r in rows if r["phase"] == phase]
-        if len(phase_rows) < 3:
+        if len(phase_rows) < MIN_GP_ROWS:
             return remaining[0]
         model = GaussianProcessPredictor(features=features).fit(*training_data(phase_rows, features))
         total += model.predict(frame.iloc[remaining], return_std=True)[1]

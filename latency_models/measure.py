@@ -39,6 +39,23 @@ def phase_shape(workload: Workload, phase: str) -> dict[str, int]:
 
 
 @dataclass
+class ExportedGraph:
+    """A phase's graph exported and checked against eager: ready to time."""
+
+    prepared: PreparedGraph
+    max_diff: float  # largest absolute difference of its outputs to eager PyTorch's
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """A phase's program written and checked against eager by another process (an ``export_pool`` worker)."""
+
+    artifact: Path
+    export_s: float
+    max_diff: float
+
+
+@dataclass
 class PhaseResult:
     row: dict[str, Any]
     prepared: PreparedGraph
@@ -59,6 +76,25 @@ def check_outputs(prepared: PreparedGraph, expected: tuple[torch.Tensor, ...], p
     return worst
 
 
+def export_phase(model: MobileLLM, workload: Workload, phase: str, backend: Backend, workdir: Path) -> ExportedGraph:
+    """Export one phase's graph into ``workdir`` and check its outputs against eager."""
+    graph = phase_graph(model, phase).eval()
+    inputs = example_inputs(model, workload, phase)
+    with torch.inference_mode():
+        expected = tuple(graph(*inputs))
+    prepared = backend.prepare(graph, inputs, phase, workdir)
+    return ExportedGraph(prepared, check_outputs(prepared, expected, phase))
+
+
+def load_exported(
+    exported: ExportedFile, model: MobileLLM, workload: Workload, phase: str, backend: Backend
+) -> ExportedGraph:
+    """Load a program another process exported for ``model``'s ``phase``, to run on the same example inputs."""
+    prepared = backend.load(exported.artifact, example_inputs(model, workload, phase), phase)
+    prepared.export_s = exported.export_s
+    return ExportedGraph(prepared, exported.max_diff)
+
+
 def measure_phase(
     model: MobileLLM,
     workload: Workload,
@@ -69,16 +105,13 @@ def measure_phase(
     workdir: Path,
     stage: str | None = None,
     reference: Reference | None = None,
+    exported: ExportedGraph | None = None,
 ) -> PhaseResult:
-    """Export, verify and time one phase (drift-corrected by ``reference`` when given); the row carries the
-    timing, its spread and the fingerprint."""
+    """Export (unless ``exported`` already was, e.g. by an ``export_pool`` worker), verify and time one phase
+    (drift-corrected by ``reference`` when given); the row carries the timing, its spread and the fingerprint."""
     backend.set_threads(protocol.threads)
-    graph = phase_graph(model, phase).eval()
-    inputs = example_inputs(model, workload, phase)
-    with torch.inference_mode():
-        expected = tuple(graph(*inputs))
-    prepared = backend.prepare(graph, inputs, phase, workdir)
-    max_diff = check_outputs(prepared, expected, phase)
+    exported = exported or export_phase(model, workload, phase, backend, workdir)
+    prepared = exported.prepared
     started = time.perf_counter()
     timing = measure_prepared(prepared, protocol, reference)
     row = {
@@ -104,7 +137,7 @@ def measure_phase(
             "attempts": timing.attempts,
             "attempt_history": timing.history,
             "load_medians_ms": timing.load_medians_ms,
-            "max_abs_diff_vs_eager": max_diff,
+            "max_abs_diff_vs_eager": exported.max_diff,
             **drift_fields(timing, reference),
             "n_params": model.config.n_params(),
         },
@@ -128,12 +161,18 @@ def measure_architecture(
     phases: tuple[str, ...] = PHASES,
     stage: str | None = None,
     references: dict[str, Reference | None] | None = None,
+    exported: dict[str, ExportedFile] | None = None,
 ) -> dict[str, PhaseResult]:
-    """Every requested phase of one architecture, each exported into ``workdir`` and drift-corrected by its
-    phase's entry in ``references`` (``reference.drift_reference(..., kind=phase)``) when given."""
+    """Every requested phase of one architecture, each exported into ``workdir`` (unless ``exported`` has it)
+    and drift-corrected by its phase's entry in ``references`` (``reference.drift_reference(..., kind=phase)``)
+    when given."""
     model = build_model(arch)
-    references = references or {}
-    return {
-        phase: measure_phase(model, workload, phase, backend, device, protocol, workdir, stage, references.get(phase))
-        for phase in phases
-    }
+    references, exported = references or {}, exported or {}
+    results = {}
+    for phase in phases:
+        loaded = load_exported(exported[phase], model, workload, phase, backend) if phase in exported else None
+        reference = references.get(phase)
+        results[phase] = measure_phase(
+            model, workload, phase, backend, device, protocol, workdir, stage, reference, exported=loaded
+        )
+    return results

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select
 
 from db.models import ReferenceBaseline
 from db.session import session_scope
-from latency_models.backends import Backend, PreparedGraph, get_backend
+from latency_models.backends import Backend, PreparedGraph
 from latency_models.protocol import ProtocolConfig, Reference, machine_fingerprint, measure, release_freed_memory
+from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
+
+if TYPE_CHECKING:
+    from latency_models.measure import ExportedFile
 
 #: The reference program of each kind, by name; change a name whenever its program changes, so that old
 #: baselines are not reused.
@@ -34,31 +38,40 @@ PROGRAMS = {"prefill": "mobilellm-prefill-d128-l2-t32", "decode": "mobilellm-dec
 BASELINE_ROUNDS = 5  # the baseline is the median of this many separate measurements, spread over seconds
 
 
-def _reference_graph(backend: Backend, kind: str, workdir: Path) -> PreparedGraph:
-    from latency_models.measure import build_model
-    from search.families.mobilellm_flash.model import example_inputs, phase_graph
-    from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
-
+def reference_candidate(kind: str) -> tuple[ArchConfig, Workload]:
+    """The architecture and shape of the reference program of ``kind``."""
+    if kind not in PROGRAMS:
+        raise ValueError(f"no drift reference of kind {kind!r}; there are {sorted(PROGRAMS)}")
     if kind == "prefill":
         arch = ArchConfig(vocab_size=512, dim=128, layers=[LayerConfig(ffn_dim=256)] * 2, max_context=64)
-        workload = Workload(prefill_len=32, decode_kv_len=1)
-    else:  # about the weights and KV cache of a typical small decode candidate
-        arch = ArchConfig(vocab_size=2048, dim=128, layers=[LayerConfig(ffn_dim=512)] * 2, max_context=160)
-        workload = Workload(prefill_len=1, decode_kv_len=128)
-    model = build_model(arch)
-    inputs = example_inputs(model, workload, kind)
-    return backend.prepare(phase_graph(model, kind).eval(), inputs, kind, workdir)
+        return arch, Workload(prefill_len=32, decode_kv_len=1)
+    # about the weights and KV cache of a typical small decode candidate
+    arch = ArchConfig(vocab_size=2048, dim=128, layers=[LayerConfig(ffn_dim=512)] * 2, max_context=160)
+    return arch, Workload(prefill_len=1, decode_kv_len=128)
 
 
-@lru_cache(maxsize=8)
-def _program(backend_name: str, threads: int, kind: str) -> PreparedGraph:
-    """One prepared reference per backend, thread count and kind in this process (exporting takes seconds), run
-    from a load made after the export's freed memory is released (why: ``protocol``), as candidates are timed."""
-    backend = get_backend(backend_name)
-    backend.set_threads(threads)
-    prepared = _reference_graph(backend, kind, Path(tempfile.mkdtemp(prefix="hilnas-drift-reference-")))
-    release_freed_memory()
-    return prepared if prepared.reload is None else replace(prepared, run=prepared.reload())
+#: (backend, threads, kind) -> the reference program loaded in this process (exporting takes seconds).
+_programs: dict[tuple[str, int, str], PreparedGraph] = {}
+
+
+def _program(backend: Backend, threads: int, kind: str, exported: ExportedFile | None) -> PreparedGraph:
+    """The reference of ``kind``, exported here unless ``exported`` was by an export worker, and run from a load
+    made after the export's freed memory is released (why: ``protocol``), as candidates are timed."""
+    key = (backend.name, threads, kind)
+    if key not in _programs:
+        from latency_models.measure import build_model, export_phase, load_exported
+
+        arch, workload = reference_candidate(kind)
+        model = build_model(arch)
+        if exported is None:
+            backend.set_threads(threads)
+            workdir = Path(tempfile.mkdtemp(prefix="hilnas-drift-reference-"))
+            prepared = export_phase(model, workload, kind, backend, workdir).prepared
+        else:
+            prepared = load_exported(exported, model, workload, kind, backend).prepared
+        release_freed_memory()
+        _programs[key] = prepared if prepared.reload is None else replace(prepared, run=prepared.reload())
+    return _programs[key]
 
 
 def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig) -> float:
@@ -92,16 +105,20 @@ _baselines: dict[tuple[str | None, str, str, int, str], float] = {}
 
 
 def drift_reference(
-    backend: Backend, device: str, protocol: ProtocolConfig, db_url: str | None = None, kind: str = "prefill"
+    backend: Backend,
+    device: str,
+    protocol: ProtocolConfig,
+    db_url: str | None = None,
+    kind: str = "prefill",
+    exported: ExportedFile | None = None,
 ) -> Reference | None:
     """The reference program of ``kind`` ("prefill": compute-bound, "decode": memory-bound) ready to time in
     blocks beside a candidate's on ``device``, with its agreed baseline (None when the protocol measures
-    without one)."""
+    without one). ``exported``: the program of ``reference_candidate(kind)`` already exported by another
+    process, loaded instead of exporting it here (unneeded once this process has that reference)."""
     if not protocol.drift_reference:
         return None
-    if kind not in PROGRAMS:
-        raise ValueError(f"no drift reference of kind {kind!r}; there are {sorted(PROGRAMS)}")
-    program = _program(backend.name, protocol.threads, kind)
+    program = _program(backend, protocol.threads, kind, exported)
     key = (db_url, device, backend.name, protocol.threads, PROGRAMS[kind])
     if key not in _baselines:
         _baselines[key] = (

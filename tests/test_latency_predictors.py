@@ -155,8 +155,13 @@ def test_calibration_designs_then_follows_uncertainty(pool: list[Candidate]) -> 
             for phase in ("prefill", "decode")
         }
 
-    result = calibrate(pool, device, budget=16, n_initial=10, seed=0)
+    told: list[tuple[int, list[Candidate]]] = []  # (candidates measured by then, the candidates told)
+    result = calibrate(
+        pool, device, budget=16, n_initial=10, seed=0, ahead=lambda design: told.append((len(measured), design))
+    )
     assert len(measured) == 16 and len({c.key for c in measured}) == 16
+    # The design is told once, before anything is measured, so that its exports can run side by side.
+    assert [(before, [c.key for c in design]) for before, design in told] == [(0, [c.key for c in measured[:10]])]
     assert len(result.measured) == 15 and len(result.failures) == 1 and "aten::foo" in result.failures[0]
     decode_rows = [r for r in result.rows if r["phase"] == "decode"]
     reports = evaluate_predictors(decode_rows, {"peak_gflops": 20.0, "bandwidth_gbs": 10.0})

@@ -18,7 +18,11 @@ class ExportFailure(RuntimeError):
     def __init__(self, phase: str, operator: str | None, detail: str) -> None:
         where = f" at operator {operator}" if operator else ""
         super().__init__(f"export of the {phase} graph failed{where}: {detail}")
-        self.phase, self.operator = phase, operator
+        self.phase, self.operator, self.detail = phase, operator, detail
+
+    def __reduce__(self) -> tuple:
+        """Rebuilt from its three parts when it crosses a process boundary (an export worker's failure)."""
+        return type(self), (self.phase, self.operator, self.detail)
 
 
 _OPERATOR_PATTERNS = (
@@ -65,3 +69,8 @@ class Backend(ABC):
     @abstractmethod
     def prepare(self, graph: nn.Module, inputs: tuple[Tensor, ...], phase: str, workdir: Path) -> PreparedGraph:
         """Export/compile ``graph`` for ``inputs``; raise ``ExportFailure`` naming the failing operator."""
+
+    def load(self, artifact: Path, inputs: tuple[Tensor, ...], phase: str) -> PreparedGraph:
+        """Load a program ``prepare`` wrote to ``artifact`` (possibly in another process) to run on ``inputs``.
+        Only backends whose prepared graphs are files can; raise ``ExportFailure`` when loading fails."""
+        raise NotImplementedError(f"the {self.name} backend keeps no program file to load")
