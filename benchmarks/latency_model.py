@@ -3,8 +3,8 @@
 ``python -m benchmarks.latency_model [--quick]`` measures a calibration set (maximin design, then
 uncertainty-driven), a random held-out set and an out-of-range set (every architecture larger than
 any calibration one) of random MobileLLM-Flash candidates on ``executorch-xnnpack``, re-measures
-the first calibration ones at the end for the noise floor, fits every predictor per phase and prints one row
-per predictor and phase. Targets (issue 3), with at most 64 calibration architectures: within +-10% >= 95%
+the held-out set at the end for the noise floor, fits every predictor per phase and prints one row per
+predictor and phase. Targets (issue 3), with at most 64 calibration architectures: within +-10% >= 95%
 and Kendall tau >= 0.9 on the random held-out split for prefill and decode; the best predictor's
 MAPE within 1.5x the noise floor.
 
@@ -31,7 +31,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from latency_models.backends import get_backend
-from latency_models.calibration import MIN_GP_ROWS, Candidate, calibrate, candidate_pool, evaluate_predictors
+from latency_models.calibration import (
+    MIN_GP_ROWS,
+    Candidate,
+    calibrate,
+    calibration_design,
+    candidate_pool,
+    evaluate_predictors,
+)
 from latency_models.device_profile import measure_peaks
 from latency_models.export_pool import ExportPool, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
@@ -87,7 +94,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--out-of-range", type=int, default=None)
     parser.add_argument(
-        "--noise", type=int, default=None, help="calibration architectures re-measured (default: as many as held out)"
+        "--noise", type=int, default=None, help="held-out architectures re-measured at the end (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-layers", type=int, default=8, help="deepest candidate (export time grows with depth)")
@@ -125,17 +132,17 @@ def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
 def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measurements:
     """Calibrate, measure the held-out and out-of-range sets, and re-measure for the noise floor.
 
-    The noise floor re-times the first calibration candidates measured (the design's, timed first) once everything
-    else is measured, so that its two measurements are as far apart as a run's calibration and held-out ones can
-    be. Graphs are exported by ``--export-workers`` processes, all known ones at once (the references, the held-out
-    and out-of-range sets, the calibration design), then each uncertainty-chosen candidate's phases side by side;
-    timing starts only when no export is running. The device's peaks are measured last, on a quiet CPU.
+    The held-out and out-of-range sets are timed first and the held-out ones re-timed last, for the noise floor:
+    the whole calibration lies between a held-out candidate's two measurements. Graphs are exported by
+    ``--export-workers`` processes, all known ones at once (the references, the held-out and out-of-range sets,
+    the calibration design), then each uncertainty-chosen candidate's phases side by side; timing starts only
+    when no export is running. The device's peaks are measured last, on a quiet CPU.
     """
     quick = args.quick
     n_cal = args.calibration or (3 if quick else 40)
     n_held = args.held_out or (2 if quick else 24)
     n_oor = args.out_of_range or (2 if quick else 8)
-    n_noise = min(args.noise or n_held, n_cal)
+    n_noise = min(args.noise or n_held, n_held)
     options = SpaceOptions(vocab_size=512 if quick else 4096)
     started = time.perf_counter()
 
@@ -149,8 +156,8 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     rng = np.random.default_rng(args.seed)
     held_idx = set(rng.choice(len(inside), n_held, replace=False).tolist())
     held = [inside[i] for i in sorted(held_idx)]
+    held_keys = {c.key for c in held}
     calibration_pool = [c for i, c in enumerate(inside) if i not in held_idx]
-    calibration_keys = {c.key for c in calibration_pool}
     oor = [outside[i] for i in rng.choice(len(outside), n_oor, replace=False)]
 
     costs: list[tuple[float, float]] = []
@@ -187,7 +194,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         unstable = [p for p, r in results.items() if not r.row["stable"]]
         if unstable:
             raise RuntimeError(f"unstable {unstable} after {protocol.attempts} attempts")
-        if len(kept) < n_noise and candidate.key in calibration_keys:  # the first ones: re-measured at the very end
+        if len(kept) < n_noise and candidate.key in held_keys:  # re-measured at the very end
             kept[candidate.key] = results
         return {phase: r.row for phase, r in results.items()}
 
@@ -195,19 +202,11 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         for phase in PHASES:
             arch, workload = reference_candidate(phase)
             exports.submit(("reference", phase), arch, workload, workroot / f"reference-{phase}", (phase,))
-    export_ahead(held + oor)
+    n_initial = max(MIN_GP_ROWS, n_cal // 2)
+    design = calibration_design(calibration_pool, n_cal, n_initial, args.seed)
+    export_ahead(held + oor + [calibration_pool[index] for index in design])
     with exports or nullcontext(), Progress(console=console, transient=True) as progress:
-        task = progress.add_task("calibration", total=n_cal)
-        calibration = calibrate(
-            calibration_pool,
-            measure_candidate,
-            n_cal,
-            n_initial=max(MIN_GP_ROWS, n_cal // 2),
-            seed=args.seed,
-            on_step=lambda done, _total: progress.update(task, completed=done),
-            ahead=export_ahead,
-        )
-        held_rows, oor_rows, failures = [], [], list(calibration.failures)
+        held_rows, oor_rows, failures = [], [], []
         for label, group, sink in (("held-out", held, held_rows), ("out-of-range", oor, oor_rows)):
             task = progress.add_task(label, total=len(group))
             for candidate in group:
@@ -216,6 +215,16 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
                 except RuntimeError as exc:  # an export failure or unstable device: note it, go on
                     failures.append(f"{label} {candidate.key[0][:12]}: {type(exc).__name__}: {exc}")
                 progress.advance(task)
+        task = progress.add_task("calibration", total=n_cal)
+        calibration = calibrate(
+            calibration_pool,
+            measure_candidate,
+            n_cal,
+            n_initial=n_initial,
+            seed=args.seed,
+            on_step=lambda done, _total: progress.update(task, completed=done),
+        )
+        failures += calibration.failures
         task = progress.add_task("noise floor", total=len(kept))
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
         for results in kept.values():
@@ -273,7 +282,8 @@ def report(measurements: Measurements) -> None:
     console.print(
         f"Measuring cost per candidate (prefill + decode): export {export_s.mean():.1f} s, "
         f"measurement {measure_s.mean():.1f} s (median {np.median(export_s + measure_s):.1f} s total, "
-        f"{len(measurements.costs)} candidates)."
+        f"{len(measurements.costs)} candidates); measuring wall time per candidate "
+        f"{measurements.wall_s / max(len(measurements.costs), 1):.1f} s."
     )
     peaks = measurements.peaks
     console.print(

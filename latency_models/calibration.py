@@ -108,6 +108,21 @@ class CalibrationResult:
     failures: list[str] = field(default_factory=list)
 
 
+def calibration_design(
+    pool: list[Any],
+    budget: int,
+    n_initial: int,
+    seed: int = 0,
+    *,
+    frames: dict[str, pd.DataFrame] | None = None,
+    features: FeatureSet | None = None,
+) -> list[int]:
+    """The indices of ``pool`` that ``calibrate`` measures first, in order (so that their exports can start
+    before it does): a maximin design of ``min(n_initial, budget)`` candidates."""
+    frames = frames if frames is not None else pool_frames(pool)
+    return maximin_design(design_matrix(frames=frames, features=features), min(n_initial, budget), seed)
+
+
 def calibrate(
     pool: list[Candidate],
     measure: MeasureFn,
@@ -119,23 +134,19 @@ def calibrate(
     frames: dict[str, pd.DataFrame] | None = None,
     features: FeatureSet | None = None,
     label: Callable[[Any], str] | None = None,
-    ahead: Callable[[list[Any]], None] | None = None,
 ) -> CalibrationResult:
     """Measure up to ``budget`` candidates of ``pool``: a maximin design first, then by uncertainty.
 
     ``measure`` returns one stable row per phase or raises; a candidate that fails is noted and
     skipped (it still counts against the budget, since the device time was spent). Another family's
     pool (any objects) comes with its per-phase feature ``frames`` (one row per candidate, in pool
-    order), its ``features`` and a ``label`` naming a candidate in failure notes. ``ahead`` is told the
-    design's candidates before any is measured, so that their exports can run together (``export_pool``).
+    order), its ``features`` and a ``label`` naming a candidate in failure notes.
     """
     frames = frames if frames is not None else pool_frames(pool)
     label = label or (lambda candidate: candidate.arch.arch_hash()[:12])
     result = CalibrationResult()
     tried: set[int] = set()
-    queue = maximin_design(design_matrix(frames=frames, features=features), min(n_initial, budget), seed)
-    if ahead is not None:
-        ahead([pool[index] for index in queue])
+    queue = calibration_design(pool, budget, n_initial, seed, frames=frames, features=features)
     while len(tried) < min(budget, len(pool)):
         index = queue.pop(0) if queue else _most_uncertain(frames, tried, result.rows, features)
         tried.add(index)

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latency_models.calibration import Candidate, calibrate, candidate_pool, evaluate_predictors, maximin_design
+from latency_models.calibration import (
+    Candidate,
+    calibrate,
+    calibration_design,
+    candidate_pool,
+    evaluate_predictors,
+    maximin_design,
+)
 from latency_models.features import phase_features
 from latency_models.metrics import accuracy, noise_floor, out_of_range_split, random_split
 from latency_models.predictors import (
@@ -155,13 +162,10 @@ def test_calibration_designs_then_follows_uncertainty(pool: list[Candidate]) -> 
             for phase in ("prefill", "decode")
         }
 
-    told: list[tuple[int, list[Candidate]]] = []  # (candidates measured by then, the candidates told)
-    result = calibrate(
-        pool, device, budget=16, n_initial=10, seed=0, ahead=lambda design: told.append((len(measured), design))
-    )
+    result = calibrate(pool, device, budget=16, n_initial=10, seed=0)
     assert len(measured) == 16 and len({c.key for c in measured}) == 16
-    # The design is told once, before anything is measured, so that its exports can run side by side.
-    assert [(before, [c.key for c in design]) for before, design in told] == [(0, [c.key for c in measured[:10]])]
+    # The design is known before calibration starts, so that its exports can run side by side.
+    assert [pool[i].key for i in calibration_design(pool, 16, 10, seed=0)] == [c.key for c in measured[:10]]
     assert len(result.measured) == 15 and len(result.failures) == 1 and "aten::foo" in result.failures[0]
     decode_rows = [r for r in result.rows if r["phase"] == "decode"]
     reports = evaluate_predictors(decode_rows, {"peak_gflops": 20.0, "bandwidth_gbs": 10.0})
