@@ -167,9 +167,14 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     workroot = Path(tempfile.mkdtemp(prefix="hilnas-latency-bench-"))
     exports = ExportPool(backend.name, protocol.threads, args.export_workers) if args.export_workers else None
 
+    def workdir(candidate: Candidate) -> Path:
+        """One folder per candidate: the same architecture at another shape is another pair of programs."""
+        arch_hash, prefill_len, decode_kv_len = candidate.key
+        return workroot / f"{arch_hash[:12]}-p{prefill_len}-kv{decode_kv_len}"
+
     def export_ahead(candidates: list[Candidate]) -> None:
         for candidate in candidates if exports is not None else []:
-            exports.submit(candidate.key, candidate.arch, candidate.workload, workroot / candidate.key[0][:12])
+            exports.submit(candidate.key, candidate.arch, candidate.workload, workdir(candidate))
 
     def measure_candidate(candidate: Candidate) -> dict[str, dict]:
         export_ahead([candidate])
@@ -185,7 +190,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             backend,
             "local-cpu",
             protocol,
-            workroot / candidate.key[0][:12],
+            workdir(candidate),
             references=references,
             exported=exported,
         )

@@ -1,6 +1,6 @@
 """Exporting graphs in worker processes while the device's CPU is not timing anything.
 
-Lowering a graph to ExecuTorch is most of what a measurement costs (about 5 s per attention layer against a few
+Lowering a graph to ExecuTorch is most of what a measurement costs (about 2.5 s per attention block against a few
 seconds of timing) and uses one core, so ``workers`` processes lower that many graphs at once. Timing needs the
 CPU to itself, so ``take`` waits until every export in flight has finished before it hands one over. The process
 that times never exports, so its heap stays as a fresh process's (why that matters: ``protocol``).
