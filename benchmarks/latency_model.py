@@ -74,7 +74,7 @@ class Measurements:
     held_out: list[dict[str, Any]]
     out_of_range: list[dict[str, Any]]
     # Pairs are tuples when measured and lists when read back from a --save file; both index alike.
-    noise: dict[str, list[tuple[float, float]]]  # per phase: (first, last) medians of re-measured candidates
+    noise: dict[str, list[tuple[float, float]]]  # per phase: (first, last) medians of re-measured held-out ones
     peaks: dict[str, float]
     costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
     drifts: list[float]  # a reference's time over its baseline, per measurement

@@ -55,11 +55,15 @@ def _worker_backend(name: str, threads: int) -> Backend:
     return backend
 
 
-def _export(backend_name: str, threads: int, job: Job) -> ExportedFile:
-    """In a worker: export and check one phase's graph; only the file's path and figures travel back."""
+def _one_core() -> None:
+    """A worker's start: one core each, since the workers share the machine."""
     import torch
 
-    torch.set_num_threads(1)  # one core per worker: the workers share the machine
+    torch.set_num_threads(1)
+
+
+def _export(backend_name: str, threads: int, job: Job) -> ExportedFile:
+    """In a worker: export and check one phase's graph; only the file's path and figures travel back."""
     arch, workload, phase, workdir = job
     exported = export_phase(build_model(arch), workload, phase, _worker_backend(backend_name, threads), workdir)
     return ExportedFile(exported.prepared.artifact, exported.prepared.export_s, exported.max_diff)
@@ -84,7 +88,8 @@ class ExportPool:
 
     def _start(self) -> ProcessPoolExecutor:
         method = _start_method()
-        executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+        context = multiprocessing.get_context(method)
+        executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_one_core)
         if method == "fork":  # a forking pool starts all its workers at its first task: now, while no thread runs
             executor.submit(os.getpid)
         return executor
