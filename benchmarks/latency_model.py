@@ -40,11 +40,11 @@ from latency_models.calibration import (
     evaluate_predictors,
 )
 from latency_models.device_profile import measure_peaks
-from latency_models.export_pool import ExportPool, usable_cores
+from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
 from latency_models.protocol import ProtocolConfig, Reference, measure_prepared
-from latency_models.reference import drift_reference, reference_candidate
+from latency_models.reference import drift_reference, export_reference
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
 from search.space import CategoricalParam, IntParam, SearchSpace
@@ -174,16 +174,14 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
 
     def export_ahead(candidates: list[Candidate]) -> None:
         for candidate in candidates if exports is not None else []:
-            exports.submit(candidate.key, candidate.arch, candidate.workload, workdir(candidate))
+            exports.submit(candidate.key, flash_jobs(candidate.arch, candidate.workload, workdir(candidate)))
 
     def measure_candidate(candidate: Candidate) -> dict[str, dict]:
         export_ahead([candidate])
         exported = exports.take(candidate.key) if exports is not None else None
         if not references:  # the first time the CPU is quiet: load the references and measure their baselines
             for phase in PHASES:
-                sent = exports is not None and protocol.drift_reference
-                ready = exports.take(("reference", phase), (phase,))[phase] if sent else None
-                references[phase] = drift_reference(backend, "local-cpu", protocol, kind=phase, exported=ready)
+                references[phase] = drift_reference(backend, "local-cpu", protocol, kind=phase, exporter=exports)
         results = measure_architecture(
             candidate.arch,
             candidate.workload,
@@ -205,8 +203,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
 
     if exports is not None and protocol.drift_reference:
         for phase in PHASES:
-            arch, workload = reference_candidate(phase)
-            exports.submit(("reference", phase), arch, workload, workroot / f"reference-{phase}", (phase,))
+            export_reference(exports, phase)
     n_initial = max(MIN_GP_ROWS, n_cal // 2)
     design = calibration_design(calibration_pool, n_cal, n_initial, args.seed)
     export_ahead(held + oor + [calibration_pool[index] for index in design])

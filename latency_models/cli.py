@@ -44,6 +44,15 @@ MinTimeOption = Annotated[
     float | None,
     typer.Option("--min-time", min=0.0, help="seconds each load is timed at least (default: the protocol's)"),
 ]
+ExportWorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--export-workers",
+        min=0,
+        help="processes that export candidates, so that the one timing them never exports (default: one per "
+        "usable core; 0: export in the timing process)",
+    ),
+]
 
 
 def _protocol(threads: int, ci_half_width: float, loads: int | None, min_time: float | None) -> ProtocolConfig:
@@ -98,6 +107,7 @@ def measure(
     ci_half_width: CiOption = 0.03,
     loads: LoadsOption = None,
     min_time: MinTimeOption = None,
+    export_workers: ExportWorkersOption = None,
     in_process: InProcessOption = False,
     address: AddressOption = None,
     db_url: DbOption = None,
@@ -113,7 +123,13 @@ def measure(
 
     protocol = _protocol(threads, ci_half_width, loads, min_time)
     measurer = DeviceMeasurer(
-        db_url, device, backend, protocol, in_process=in_process, address=address or settings.ray_address
+        db_url,
+        device,
+        backend,
+        protocol,
+        in_process=in_process,
+        address=address or settings.ray_address,
+        family_options={"export_workers": export_workers},
     )
     table = Table("arch", "phase", "shape", "median ms", "p10", "p90", "CV", "stable", "source", title=f"hw:{device}")
     failed = 0
@@ -158,6 +174,7 @@ def calibrate(
     ci_half_width: CiOption = 0.03,
     loads: LoadsOption = None,
     min_time: MinTimeOption = None,
+    export_workers: ExportWorkersOption = None,
     in_process: InProcessOption = False,
     address: AddressOption = None,
     db_url: DbOption = None,
@@ -184,6 +201,7 @@ def calibrate(
         in_process=in_process,
         address=address or settings.ray_address,
         stage="calibration",
+        family_options={"export_workers": export_workers},
     )
     with Progress(console=console) as progress:
         task = progress.add_task("measuring", total=budget)

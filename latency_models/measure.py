@@ -7,12 +7,14 @@ The result is one row per phase with the columns of ``hilnas_measurements``.
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from latency_models.backends import Backend, PreparedGraph
 from latency_models.protocol import (
@@ -44,6 +46,7 @@ class ExportedGraph:
 
     prepared: PreparedGraph
     max_diff: float  # largest absolute difference of its outputs to eager PyTorch's
+    exported_by: int = field(default_factory=os.getpid)  # the process that exported it (an export worker's?)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class ExportedFile:
     artifact: Path
     export_s: float
     max_diff: float
+    exported_by: int  # the worker's process id
 
 
 @dataclass
@@ -76,23 +80,37 @@ def check_outputs(prepared: PreparedGraph, expected: tuple[torch.Tensor, ...], p
     return worst
 
 
+def export_checked(
+    graph: nn.Module, inputs: tuple[torch.Tensor, ...], name: str, backend: Backend, workdir: Path
+) -> ExportedGraph:
+    """Export ``graph`` (a phase, or another family's component, called ``name``) into ``workdir`` and check its
+    outputs against eager PyTorch's on ``inputs``."""
+    graph = graph.eval()
+    with torch.no_grad():  # not inference_mode: its tensors could not be traced by torch.export afterwards
+        expected = tuple(graph(*inputs))
+    prepared = backend.prepare(graph, inputs, name, workdir)
+    return ExportedGraph(prepared, check_outputs(prepared, expected, name))
+
+
 def export_phase(model: MobileLLM, workload: Workload, phase: str, backend: Backend, workdir: Path) -> ExportedGraph:
     """Export one phase's graph into ``workdir`` and check its outputs against eager."""
-    graph = phase_graph(model, phase).eval()
-    inputs = example_inputs(model, workload, phase)
-    with torch.inference_mode():
-        expected = tuple(graph(*inputs))
-    prepared = backend.prepare(graph, inputs, phase, workdir)
-    return ExportedGraph(prepared, check_outputs(prepared, expected, phase))
+    return export_checked(phase_graph(model, phase), example_inputs(model, workload, phase), phase, backend, workdir)
+
+
+def phase_program(arch: ArchConfig, workload: Workload, phase: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The graph of ``arch``'s ``phase`` and its example inputs, built from scratch (what an export worker
+    lowers; the timing process rebuilds the same inputs to run the program on)."""
+    model = build_model(arch)
+    return phase_graph(model, phase), example_inputs(model, workload, phase)
 
 
 def load_exported(
-    exported: ExportedFile, model: MobileLLM, workload: Workload, phase: str, backend: Backend
+    exported: ExportedFile, inputs: tuple[torch.Tensor, ...], name: str, backend: Backend
 ) -> ExportedGraph:
-    """Load a program another process exported for ``model``'s ``phase``, to run on the same example inputs."""
-    prepared = backend.load(exported.artifact, example_inputs(model, workload, phase), phase)
+    """Load a program another process exported, to run on ``inputs`` (the example inputs it was exported with)."""
+    prepared = backend.load(exported.artifact, inputs, name)
     prepared.export_s = exported.export_s
-    return ExportedGraph(prepared, exported.max_diff)
+    return ExportedGraph(prepared, exported.max_diff, exported.exported_by)
 
 
 def measure_phase(
@@ -138,6 +156,8 @@ def measure_phase(
             "attempt_history": timing.history,
             "load_medians_ms": timing.load_medians_ms,
             "max_abs_diff_vs_eager": exported.max_diff,
+            "export_pid": exported.exported_by,
+            "timing_pid": os.getpid(),
             **drift_fields(timing, reference),
             "n_params": model.config.n_params(),
         },
@@ -166,11 +186,13 @@ def measure_architecture(
     """Every requested phase of one architecture, each exported into ``workdir`` (unless ``exported`` has it)
     and drift-corrected by its phase's entry in ``references`` (``reference.drift_reference(..., kind=phase)``)
     when given."""
+    backend.set_threads(protocol.threads)  # before a program is loaded: resizing under one can deadlock
     model = build_model(arch)
     references, exported = references or {}, exported or {}
     results = {}
     for phase in phases:
-        loaded = load_exported(exported[phase], model, workload, phase, backend) if phase in exported else None
+        inputs = example_inputs(model, workload, phase)
+        loaded = load_exported(exported[phase], inputs, phase, backend) if phase in exported else None
         reference = references.get(phase)
         results[phase] = measure_phase(
             model, workload, phase, backend, device, protocol, workdir, stage, reference, exported=loaded

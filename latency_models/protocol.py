@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +83,19 @@ class ProtocolConfig(BaseModel):
         (``model_copy`` would take an invalid value, such as zero loads, without a word)."""
         given = {name: value for name, value in changes.items() if value is not None}
         return ProtocolConfig.model_validate(self.model_dump() | given)
+
+
+#: A family option: how many processes export candidates (``export_pool``), so that the process that times them
+#: never exports and its heap stays as a fresh process's.
+ExportWorkers = Annotated[
+    int | None,
+    Field(
+        None,
+        ge=0,
+        description="processes that export candidates while none is timed, so that the timing process never "
+        "exports; None: one per usable core, 0: export in the timing process",
+    ),
+]
 
 
 BLOCK = 5  # samples timed back to back between two checks (and, with a reference, between its blocks)

@@ -15,7 +15,9 @@ one (a benchmark in one process) it is measured once per process.
 
 from __future__ import annotations
 
+import os
 import tempfile
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +32,7 @@ from latency_models.protocol import ProtocolConfig, Reference, machine_fingerpri
 from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
 
 if TYPE_CHECKING:
-    from latency_models.measure import ExportedFile
+    from latency_models.export_pool import ExportPool
 
 #: The reference program of each kind, by name; change a name whenever its program changes, so that old
 #: baselines are not reused.
@@ -54,21 +56,38 @@ def reference_candidate(kind: str) -> tuple[ArchConfig, Workload]:
 _programs: dict[tuple[str, int, str], PreparedGraph] = {}
 
 
-def _program(backend: Backend, threads: int, kind: str, exported: ExportedFile | None) -> PreparedGraph:
-    """The reference of ``kind``, exported here unless ``exported`` was by an export worker, and run from a load
-    made after the export's freed memory is released (why: ``protocol``), as candidates are timed."""
+def export_reference(exporter: ExportPool, kind: str) -> None:
+    """Queue the export of the reference of ``kind`` in ``exporter``'s workers (ahead of its first use, which
+    then only waits for it)."""
+    from latency_models.export_pool import flash_jobs
+
+    arch, workload = reference_candidate(kind)
+    exporter.submit(("reference", kind), flash_jobs(arch, workload, _new_workdir(), (kind,)))
+
+
+def _new_workdir() -> Path:
+    """A folder no program was written to yet, made only when one is (a loaded program maps its file, so a
+    file is never written over); a submit that turns out to be queued already leaves nothing behind."""
+    return Path(tempfile.gettempdir()) / f"hilnas-drift-reference-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _program(backend: Backend, threads: int, kind: str, exporter: ExportPool | None) -> PreparedGraph:
+    """The reference of ``kind``, exported here or by ``exporter``'s workers, and run from a load made after
+    the export's freed memory is released (why: ``protocol``), as candidates are timed."""
     key = (backend.name, threads, kind)
     if key not in _programs:
         from latency_models.measure import build_model, export_phase, load_exported
+        from search.families.mobilellm_flash.model import example_inputs
 
         arch, workload = reference_candidate(kind)
         model = build_model(arch)
-        if exported is None:
-            backend.set_threads(threads)
-            workdir = Path(tempfile.mkdtemp(prefix="hilnas-drift-reference-"))
-            prepared = export_phase(model, workload, kind, backend, workdir).prepared
+        backend.set_threads(threads)  # before anything is loaded: resizing under a loaded program can deadlock
+        if exporter is None:
+            prepared = export_phase(model, workload, kind, backend, _new_workdir()).prepared
         else:
-            prepared = load_exported(exported, model, workload, kind, backend).prepared
+            export_reference(exporter, kind)  # a no-op when it was queued ahead
+            exported = exporter.take(("reference", kind), (kind,))[kind]
+            prepared = load_exported(exported, example_inputs(model, workload, kind), kind, backend).prepared
         release_freed_memory()
         _programs[key] = prepared if prepared.reload is None else replace(prepared, run=prepared.reload())
     return _programs[key]
@@ -110,15 +129,15 @@ def drift_reference(
     protocol: ProtocolConfig,
     db_url: str | None = None,
     kind: str = "prefill",
-    exported: ExportedFile | None = None,
+    exporter: ExportPool | None = None,
 ) -> Reference | None:
     """The reference program of ``kind`` ("prefill": compute-bound, "decode": memory-bound) ready to time in
     blocks beside a candidate's on ``device``, with its agreed baseline (None when the protocol measures
-    without one). ``exported``: the program of ``reference_candidate(kind)`` already exported by another
-    process, loaded instead of exporting it here (unneeded once this process has that reference)."""
+    without one). With ``exporter``, its workers export the program (once per process) and this process only
+    loads it."""
     if not protocol.drift_reference:
         return None
-    program = _program(backend, protocol.threads, kind, exported)
+    program = _program(backend, protocol.threads, kind, exporter)
     key = (db_url, device, backend.name, protocol.threads, PROGRAMS[kind])
     if key not in _baselines:
         _baselines[key] = (

@@ -43,3 +43,21 @@ def tiny_spec(corpus: Path, **overrides: object) -> dict:
     }
     spec.update(overrides)
     return spec
+
+
+def candidate(**overrides: object) -> dict:
+    """The flat parameters of a small valid MobileLLM-Flash candidate, with ``overrides``."""
+    params = {
+        "n_layers": 2,
+        "dim": 64,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "ffn_dim": [128, 192],
+        "attention": ["full", "local"],
+        "window": 16,
+        "share_embeddings": True,
+        "block_repeat": 1,
+        "prefill_len": 64,
+        "decode_kv_len": 128,
+    }
+    return params | overrides

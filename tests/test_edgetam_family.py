@@ -124,3 +124,36 @@ def test_search_runs_through_the_driver_and_lands_in_sql(sqlite_url: str, tmp_pa
     assert states.get(4) == "complete" and (9 not in states or states[9] == "invalid")
     if complete:
         assert "edgetam_memory_attention" in phases
+
+
+def test_a_component_a_worker_exported_is_loaded_here_with_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the family's measure does with export workers, on one component (all five take 40 s to lower)."""
+    from latency_models.backends import get_backend
+    from latency_models.export_pool import ExportPool
+    from latency_models.measure import check_outputs
+    from search.families.edgetam import latency
+    from search.families.edgetam.model import EdgeTAM
+
+    config = create_family("edgetam", _options(tmp_path)).config(CANDIDATE)
+    jobs = [job for job in latency.component_jobs(config, tmp_path / "exports") if job.name == "mask_decoder"]
+    with ExportPool("executorch-xnnpack", threads=1, workers=1) as pool:
+        pool.submit("candidate", jobs)
+        files = pool.take("candidate", ["mask_decoder"])
+
+    def no_export_here(*_args: object) -> None:
+        raise AssertionError("the timing process exported a component")
+
+    monkeypatch.setattr(latency, "export_checked", no_export_here)
+    torch.manual_seed(0)  # as the family seeds the model it times
+    model = EdgeTAM(config)
+    backend = get_backend("executorch-xnnpack")
+    loaded = latency.prepare_components(model, backend, tmp_path / "timing", ["mask_decoder"], exported=files)
+    assert list(loaded) == ["mask_decoder"] and not (tmp_path / "timing").exists()
+    assert loaded["mask_decoder"].max_diff == files["mask_decoder"].max_diff < 1e-3  # checked in the worker
+    component = latency.component_graphs(model)["mask_decoder"]
+    with torch.no_grad():
+        expected = component.graph(*component.inputs)
+    # the program the worker lowered computes what this process's model does: same weights, same inputs
+    assert check_outputs(loaded["mask_decoder"].prepared, tuple(expected), "mask_decoder") < 1e-3

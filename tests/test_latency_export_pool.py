@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from latency_models import reference
+from latency_models import measure, reference
 from latency_models.backends import ExportFailure, get_backend
-from latency_models.export_pool import ExportPool, _start_method, export_cost
+from latency_models.export_pool import ExportPool, _start_method, export_cost, flash_jobs
 from latency_models.measure import PHASES, measure_architecture
 from latency_models.protocol import ProtocolConfig
-from latency_models.reference import reference_candidate
 from search.families.mobilellm_flash.space import ArchConfig, LayerConfig, Workload
 
 FAST = ProtocolConfig(time_cap_s=0.3, min_repeats=5, max_repeats=50, ci_half_width=0.5, attempts=1, min_time_s=0.0)
@@ -36,34 +35,40 @@ def test_graphs_exported_by_workers_are_verified_there_and_timed_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.set_num_threads(1)
-    with ExportPool("executorch-xnnpack", threads=1, workers=2) as pool:
-        pool.submit("tiny", tiny_arch(), WORKLOAD, tmp_path / "exports")
-        pool.submit("reference", *reference_candidate("decode"), tmp_path / "reference", ("decode",))
-        files = pool.take("tiny")
-        reference_file = pool.take("reference", ("decode",))["decode"]
-    assert set(files) == set(PHASES)
-    for phase, exported in files.items():
-        assert exported.artifact == tmp_path / "exports" / f"{phase}.pte" and exported.artifact.stat().st_size > 0
-        assert exported.export_s > 0 and exported.max_diff < 1e-4  # checked against eager in the worker
-    timing_dir = tmp_path / "timing"
+    monkeypatch.setattr(measure, "export_phase", _no_export_here)
+    monkeypatch.setattr(reference, "_programs", {})
     backend = get_backend("executorch-xnnpack")
-    results = measure_architecture(tiny_arch(), WORKLOAD, backend, "cpu", FAST, timing_dir, exported=files)
+    timing_dir = tmp_path / "timing"
+    with ExportPool("executorch-xnnpack", threads=1, workers=2) as pool:
+        pool.submit("tiny", flash_jobs(tiny_arch(), WORKLOAD, tmp_path / "exports"))
+        reference.export_reference(pool, "decode")
+        files = pool.take("tiny")
+        assert set(files) == set(PHASES)
+        for phase, exported in files.items():
+            assert exported.artifact == tmp_path / "exports" / f"{phase}.pte" and exported.artifact.stat().st_size > 0
+            assert exported.export_s > 0 and exported.max_diff < 1e-4  # checked against eager in the worker
+            assert exported.exported_by != os.getpid()
+        results = measure_architecture(tiny_arch(), WORKLOAD, backend, "cpu", FAST, timing_dir, exported=files)
+        # The drift reference comes from a worker too: this process only loads it.
+        drift = reference.drift_reference(backend, "cpu", FAST, kind="decode", exporter=pool)
     assert not timing_dir.exists()  # nothing was exported in this process
     for phase, result in results.items():
         assert result.prepared.artifact == files[phase].artifact
-        assert result.row["extra"]["export_s"] == files[phase].export_s
-        assert result.row["extra"]["max_abs_diff_vs_eager"] == files[phase].max_diff
-        assert result.row["median_ms"] > 0 and len(result.row["extra"]["load_medians_ms"]) == FAST.loads
-    # The drift reference can come from a worker too: this process then only loads it.
-    monkeypatch.setattr(reference, "_programs", {})
-    drift = reference.drift_reference(backend, "cpu", FAST, kind="decode", exported=reference_file)
+        extra = result.row["extra"]
+        assert extra["export_s"] == files[phase].export_s and extra["max_abs_diff_vs_eager"] == files[phase].max_diff
+        assert extra["export_pid"] == files[phase].exported_by and extra["timing_pid"] == os.getpid()
+        assert result.row["median_ms"] > 0 and len(extra["load_medians_ms"]) == FAST.loads
     assert drift is not None and drift.baseline_ms > 0 and drift.program == reference.PROGRAMS["decode"]
-    assert not timing_dir.exists() and len(drift.run()) == 1 + 2 * 2  # logits and the two layers' new K and V
+    assert len(drift.run()) == 1 + 2 * 2  # logits and the two layers' new K and V
+
+
+def _no_export_here(*_args: object) -> None:
+    raise AssertionError("the timing process exported a graph")
 
 
 def test_a_killed_worker_fails_the_exports_it_took_down_and_later_ones_get_new_workers(tmp_path: Path) -> None:
     with ExportPool("executorch-xnnpack", threads=1, workers=1) as pool:
-        pool.submit("doomed", tiny_arch(), WORKLOAD, tmp_path / "doomed", ("decode",))
+        pool.submit("doomed", flash_jobs(tiny_arch(), WORKLOAD, tmp_path / "doomed", ("decode",)))
         pool.start()
         workers = multiprocessing.active_children()
         assert workers
@@ -71,7 +76,7 @@ def test_a_killed_worker_fails_the_exports_it_took_down_and_later_ones_get_new_w
             os.kill(worker.pid, signal.SIGKILL)
         with pytest.raises(BrokenProcessPool):
             pool.take("doomed", ("decode",))
-        pool.submit("next", tiny_arch(), WORKLOAD, tmp_path / "next", ("decode",))
+        pool.submit("next", flash_jobs(tiny_arch(), WORKLOAD, tmp_path / "next", ("decode",)))
         assert pool.take("next", ("decode",))["decode"].artifact.is_file()
 
 

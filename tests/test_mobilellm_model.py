@@ -9,6 +9,7 @@ from search.families.mobilellm_flash.family import MobileLLMFlashFamily
 from search.families.mobilellm_flash.model import MobileLLM
 from search.families.mobilellm_flash.space import ArchConfig, LayerConfig
 from search.family import InvalidCandidate
+from tests.flash_support import candidate
 
 torch.set_num_threads(1)
 
@@ -19,23 +20,6 @@ def tiny(modes: list[str], window: int = 4, block_repeat: int = 1, **layer: int)
     layers = [LayerConfig(attention=mode, **widths) for mode in modes]
     config = ArchConfig(vocab_size=97, dim=32, head_dim=8, layers=layers, window=window, block_repeat=block_repeat)
     return MobileLLM(config).eval()
-
-
-def candidate(**overrides: object) -> dict:
-    params = {
-        "n_layers": 2,
-        "dim": 64,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "ffn_dim": [128, 192],
-        "attention": ["full", "local"],
-        "window": 16,
-        "share_embeddings": True,
-        "block_repeat": 1,
-        "prefill_len": 64,
-        "decode_kv_len": 128,
-    }
-    return params | overrides
 
 
 @pytest.mark.parametrize("block_repeat", [1, 2])

@@ -57,6 +57,9 @@ class Backend(ABC):
     """A runtime that executes exported graphs (ExecuTorch with XNNPACK, PyTorch eager, ...)."""
 
     name: ClassVar[str]
+    #: whether ``prepare`` writes a program file that ``load`` can open in another process (so that export
+    #: workers can do the exporting)
+    writes_programs: ClassVar[bool] = False
 
     @abstractmethod
     def versions(self) -> dict[str, str]:

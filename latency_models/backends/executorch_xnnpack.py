@@ -52,6 +52,7 @@ def _missing_kernels(program, runtime) -> list[str]:  # noqa: ANN001 - ExecuTorc
 
 class ExecuTorchXnnpackBackend(Backend):
     name = "executorch-xnnpack"
+    writes_programs = True
 
     def __init__(self) -> None:
         self._modules = _executorch()

@@ -27,10 +27,11 @@ from evaluators.vos.synthetic import SyntheticConfig, cached_synthetic_davis
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
 from latency_models.backends import get_backend
-from latency_models.protocol import ProtocolConfig, timing_label
+from latency_models.export_pool import exporter
+from latency_models.protocol import ExportWorkers, ProtocolConfig, timing_label
 from latency_models.reference import drift_reference
 from search.families.edgetam import FAMILY
-from search.families.edgetam.latency import COMPONENTS, measure_components, measurement_rows
+from search.families.edgetam.latency import COMPONENTS, component_jobs, measure_components, measurement_rows
 from search.families.edgetam.model import EdgeTAM, EdgeTAMConfig
 from search.families.edgetam.space import (
     ENCODER_WIDTHS,
@@ -92,6 +93,7 @@ class EdgeTAMOptions(EdgeTAMRecipe):
 
     backend: str = Field("executorch-xnnpack", description="a latency_models backend name")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="how each component is timed")
+    export_workers: ExportWorkers = None
     use_cache: bool = Field(True, description="reuse stable measurements from the store instead of re-measuring")
     latency: Literal["measured", "predicted"] = "measured"
     predictor_device: str | None = Field(None, description="whose calibrated predictors 'predicted' reads")
@@ -293,12 +295,16 @@ class EdgeTAMFamily(Family):
         if cached is not None:
             metrics = {f"{phase.removeprefix('edgetam_')}_ms": row["median_ms"] for phase, row in cached.items()}
             return Evaluation(metrics=metrics, measurements=list(cached.values()), info={"cached": True})
-        torch.manual_seed(0)
         backend = get_backend(self.options.backend)
         protocol = self.options.protocol
         workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}" / "edgetam-latency"
-        reference = drift_reference(backend, device, protocol, context.db_url or get_settings().db_url)
-        results = measure_components(EdgeTAM(config), backend, protocol, workdir, reference)
+        pool = exporter(backend, protocol.threads, self.options.export_workers)
+        if pool is not None:
+            pool.submit(workdir, component_jobs(config, workdir))
+        reference = drift_reference(backend, device, protocol, context.db_url or get_settings().db_url, exporter=pool)
+        exported = pool.take(workdir, COMPONENTS) if pool is not None else None
+        torch.manual_seed(0)  # the weights an export worker gave the same model (``component_program``)
+        results = measure_components(EdgeTAM(config), backend, protocol, workdir, reference, exported)
         rows = measurement_rows(
             results, self.arch_hash(params), _architecture(config), _shape(config), device, backend, protocol, reference
         )

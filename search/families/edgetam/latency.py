@@ -11,14 +11,16 @@ against eager outputs, and timed with the shared measurement protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from latency_models.backends import Backend, PreparedGraph
-from latency_models.measure import check_outputs
+from latency_models.backends import Backend
+from latency_models.export_pool import ExportJob
+from latency_models.measure import ExportedFile, ExportedGraph, export_checked, load_exported
 from latency_models.protocol import (
     ProtocolConfig,
     Reference,
@@ -27,7 +29,7 @@ from latency_models.protocol import (
     machine_fingerprint,
     measure_prepared,
 )
-from search.families.edgetam.model import EdgeTAM, MemoryEntry
+from search.families.edgetam.model import EdgeTAM, EdgeTAMConfig, MemoryEntry
 
 COMPONENTS = ("image_encoder", "memory_encoder", "memory_attention", "mask_decoder", "frame")
 
@@ -115,31 +117,35 @@ def component_graphs(model: EdgeTAM) -> dict[str, ComponentGraph]:
     }
 
 
-@dataclass
-class PreparedComponent:
-    """A component graph exported to a backend, its outputs checked against eager PyTorch."""
+def component_program(config: EdgeTAMConfig, name: str) -> tuple[nn.Module, tuple[Tensor, ...]]:
+    """Component ``name`` of a fresh model of ``config`` and its example inputs (what an export worker lowers;
+    the weights are seeded, so the timing process rebuilds the same inputs)."""
+    torch.manual_seed(0)
+    component = component_graphs(EdgeTAM(config))[name]
+    return component.graph, component.inputs
 
-    prepared: PreparedGraph
-    max_abs_diff: float
 
-    @property
-    def path(self) -> Path | None:
-        """The backend's program file (a ``.pte`` for ExecuTorch), None for eager."""
-        return self.prepared.artifact
+def component_jobs(config: EdgeTAMConfig, workdir: Path) -> list[ExportJob]:
+    """The export jobs of every component graph of a model of ``config``."""
+    return [ExportJob(partial(component_program, config, name), name, workdir) for name in COMPONENTS]
 
 
 def prepare_components(
-    model: EdgeTAM, backend: Backend, workdir: Path, names: tuple[str, ...] | list[str] = COMPONENTS
-) -> dict[str, PreparedComponent]:
-    """Export the named component graphs of ``model`` into ``workdir`` and check each against eager."""
+    model: EdgeTAM,
+    backend: Backend,
+    workdir: Path,
+    names: tuple[str, ...] | list[str] = COMPONENTS,
+    exported: dict[str, ExportedFile] | None = None,
+) -> dict[str, ExportedGraph]:
+    """The named component graphs of ``model`` exported into ``workdir`` and checked against eager, or loaded
+    from ``exported`` where another process (an export worker) already did that."""
+    exported = exported or {}
     prepared = {}
     for name, component in component_graphs(model).items():
-        if name not in names:
-            continue
-        with torch.no_grad():
-            expected = tuple(component.graph(*component.inputs))
-        graph = backend.prepare(component.graph, component.inputs, name, workdir)
-        prepared[name] = PreparedComponent(graph, check_outputs(graph, expected, name))
+        if name in exported:
+            prepared[name] = load_exported(exported[name], component.inputs, name, backend)
+        elif name in names:
+            prepared[name] = export_checked(component.graph, component.inputs, name, backend, workdir)
     return prepared
 
 
@@ -151,19 +157,24 @@ class ComponentResult:
 
 
 def measure_components(
-    model: EdgeTAM, backend: Backend, protocol: ProtocolConfig, workdir: Path, reference: Reference | None = None
+    model: EdgeTAM,
+    backend: Backend,
+    protocol: ProtocolConfig,
+    workdir: Path,
+    reference: Reference | None = None,
+    exported: dict[str, ExportedFile] | None = None,
 ) -> dict[str, ComponentResult]:
-    """Export, verify against eager and time every component graph of ``model`` on ``backend`` (drift-corrected
-    by ``reference`` when given).
+    """Export (unless ``exported`` has them), verify against eager and time every component graph of ``model``
+    on ``backend`` (drift-corrected by ``reference`` when given).
 
     Threads are fixed before any graph is prepared: resizing ExecuTorch's pool under a loaded XNNPACK
     program crashes the process (the memory encoder's did, with a segmentation fault).
     """
     backend.set_threads(protocol.threads)
     results = {}
-    for name, component in prepare_components(model, backend, workdir).items():
+    for name, component in prepare_components(model, backend, workdir, exported=exported).items():
         timing = measure_prepared(component.prepared, protocol, reference)
-        results[name] = ComponentResult(timing, component.prepared.export_s, component.max_abs_diff)
+        results[name] = ComponentResult(timing, component.prepared.export_s, component.max_diff)
     return results
 
 

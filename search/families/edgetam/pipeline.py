@@ -272,9 +272,10 @@ class EdgeTAMPipeline:
                 model = load_checkpoint(candidate["checkpoint"])
                 folder = self.workdir / f"trial-{candidate['number']}"
                 for name, program in prepare_components(model, backend, folder, plan.graphs).items():
-                    meta = {"graph": name, "max_abs_diff_vs_eager": program.max_abs_diff, "jf": candidate["jf"]}
-                    recorder.add_artifact(candidate["number"], {"kind": "pte", "path": str(program.path), "meta": meta})
-                    exported.append({"number": candidate["number"], "path": str(program.path), **meta})
+                    path = str(program.prepared.artifact)
+                    meta = {"graph": name, "max_abs_diff_vs_eager": program.max_diff, "jf": candidate["jf"]}
+                    recorder.add_artifact(candidate["number"], {"kind": "pte", "path": path, "meta": meta})
+                    exported.append({"number": candidate["number"], "path": path, **meta})
                 bar.advance(task)
         for item in exported:
             self.console.print(f"trial {item['number']} {item['graph']}: {item['path']} (matches PyTorch)")

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from hilnas.errors import UserError
 from hilnas.settings import get_settings
-from latency_models.protocol import ProtocolConfig, timing_label
+from latency_models.protocol import ExportWorkers, ProtocolConfig, timing_label
 from search.families.mobilellm_flash import FAMILY
 from search.families.mobilellm_flash.space import (
     ArchConfig,
@@ -43,6 +43,7 @@ class MobileLLMFlashOptions(FamilyOptions):
     vocab_size: int = Field(4096, ge=2)
     backend: str = Field("executorch-xnnpack", description="latency backend (see latency_models.backends)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    export_workers: ExportWorkers = None
     use_cache: bool = Field(True, description="reuse stable measurements from the store instead of re-measuring")
     backbone_arch: ArchConfig | None = Field(None, description="when set, candidates are prunings of this backbone")
     backbone_path: str | None = Field(None, description="the backbone's cache folder, to score candidates' quality")
@@ -154,9 +155,11 @@ class MobileLLMFlashFamily(Family):
         return quality, checkpoint
 
     def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:
-        """Prefill and decode latency on ``device``: from the store when already measured, else on the device."""
+        """Prefill and decode latency on ``device``: from the store when already measured, else on the device
+        (exported by this process's export workers when the backend writes programs, then timed here)."""
         from latency_models.backends import get_backend
-        from latency_models.measure import PHASES, build_model, measure_phase, phase_shape
+        from latency_models.export_pool import exporter, flash_jobs
+        from latency_models.measure import PHASES, measure_architecture, phase_shape
         from latency_models.reference import drift_reference
 
         arch, workload = self.candidate(params)
@@ -164,16 +167,22 @@ class MobileLLMFlashFamily(Family):
         if self.options.use_cache:
             rows = self._cached(context.db_url or get_settings().db_url, arch, workload, device, PHASES)
         artifacts: list[dict[str, Any]] = []
-        missing = [phase for phase in PHASES if phase not in rows]
+        missing = tuple(phase for phase in PHASES if phase not in rows)
         if missing:
             backend = get_backend(self.options.backend)
             protocol = self.options.protocol
             db_url = context.db_url or get_settings().db_url
-            model = build_model(arch)
             workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}"
-            for phase in missing:  # each phase beside the reference that drifts as it does
-                reference = drift_reference(backend, device, protocol, db_url, phase)
-                result = measure_phase(model, workload, phase, backend, device, protocol, workdir, "search", reference)
+            pool = exporter(backend, protocol.threads, self.options.export_workers)
+            if pool is not None:
+                pool.submit(workdir, flash_jobs(arch, workload, workdir, missing))
+            # each phase beside the reference that drifts as it does
+            references = {phase: drift_reference(backend, device, protocol, db_url, phase, pool) for phase in missing}
+            exported = pool.take(workdir, missing) if pool is not None else None
+            results = measure_architecture(
+                arch, workload, backend, device, protocol, workdir, missing, "search", references, exported
+            )
+            for phase, result in results.items():
                 if not result.row["stable"]:
                     raise UnstableMeasurement(
                         f"{phase} latency stayed unstable after {result.timing.attempts} attempts: the median's CI "
