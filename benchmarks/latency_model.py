@@ -181,7 +181,9 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         exported = exports.take(candidate.key) if exports is not None else None
         if not references:  # the first time the CPU is quiet: load the references and measure their baselines
             for phase in PHASES:
-                references[phase] = drift_reference(backend, "local-cpu", protocol, kind=phase, exporter=exports)
+                references[phase] = drift_reference(
+                    backend, "local-cpu", protocol, kind=phase, exporter=exports, baseline_span_s=0 if quick else None
+                )
         results = measure_architecture(
             candidate.arch,
             candidate.workload,

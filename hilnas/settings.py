@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     device: str = Field("local-cpu", description="default measuring device (Ray resource hw:<device>)")
     cache_dir: Path = Field(Path.home() / ".cache" / "hilnas", description="backbones, corpora, datasets")
     artifact_dir: Path = Field(Path("hilnas_runs"), description="where exported files are written")
+    baseline_span_s: float = Field(
+        20.0,
+        ge=0,
+        description="seconds over which a drift reference's first baseline on a device is measured (see "
+        "latency_models.reference.measure_baseline); 0 measures it at once",
+    )
     llm_model: str | None = Field(None, description="litellm model name; None means offline judging")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL for the LLM")
     llm_api_key: str | None = Field(None, description="API key for the LLM provider")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 #: The reference program of each kind, by name; change a name whenever its program changes, so that old
 #: baselines are not reused.
 PROGRAMS = {"prefill": "mobilellm-prefill-d128-l2-t32", "decode": "mobilellm-decode-d128-l2-v2048-kv128"}
-BASELINE_ROUNDS = 5  # the baseline is the median of this many separate measurements, spread over seconds
+BASELINE_ROUNDS = 10  # separate measurements of a reference spread over the baseline's span
 
 
 def reference_candidate(kind: str) -> tuple[ArchConfig, Workload]:
@@ -93,15 +94,37 @@ def _program(backend: Backend, threads: int, kind: str, exporter: ExportPool | N
     return _programs[key]
 
 
-def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig) -> float:
-    """The reference's typical time: the median of several separate tight measurements. A round whose interval
-    stays wide is still one sample of that time, so it is not re-measured (that tripled the cost on a busy host)."""
+def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig, span_s: float | None = None) -> float:
+    """The reference's time on the device when quiet: the lower quartile of ``BASELINE_ROUNDS`` tight measurements
+    spread evenly over ``span_s`` seconds (default: the ``baseline_span_s`` setting).
+
+    Every drift-corrected row of a device is scaled by this number, so a slow moment must not become it. On a
+    shared host the whole CPU slows by 20-50% for seconds at a time: timed in 1-s windows for 75 s, the decode
+    reference took 0.093 ms in quiet seconds and 0.12-0.15 ms in slow ones. Five rounds back to back once stored
+    a decode baseline of 0.153 ms in such a patch, against 0.095-0.108 ms during the rest of that calibration, and
+    every later row of that store came out about 45% slower than it ran. Over those 75 s, the median of three
+    consecutive seconds ranged over 1.56x; the lower quartile of ten seconds spread over 20 s, over 1.12x.
+    A round whose interval stays wide is still one sample of that time, so it is not re-measured (that tripled
+    the cost on a busy host)."""
+    from hilnas.settings import get_settings
+
+    span_s = get_settings().baseline_span_s if span_s is None else span_s
     tight = protocol.model_copy(update={"ci_half_width": min(protocol.ci_half_width, 0.01), "attempts": 1})
-    return float(np.median([measure(program.run, tight).median_ms for _ in range(BASELINE_ROUNDS)]))
+    rounds, started = [], time.perf_counter()
+    for index in range(BASELINE_ROUNDS):
+        time.sleep(max(0.0, started + index * span_s / (BASELINE_ROUNDS - 1) - time.perf_counter()))
+        rounds.append(measure(program.run, tight).median_ms)
+    return float(np.quantile(rounds, 0.25))
 
 
 def _stored_baseline(
-    db_url: str, device: str, backend: Backend, protocol: ProtocolConfig, program: PreparedGraph, name: str
+    db_url: str,
+    device: str,
+    backend: Backend,
+    protocol: ProtocolConfig,
+    program: PreparedGraph,
+    name: str,
+    span_s: float | None,
 ) -> float:
     """The first baseline of program ``name`` stored for this device, measured and stored now when there is none."""
     key = {"device": device, "backend": backend.name, "threads": protocol.threads, "program": name}
@@ -110,7 +133,7 @@ def _stored_baseline(
         found = session.scalar(query)
     if found is not None:
         return float(found)
-    baseline = measure_baseline(program, protocol)
+    baseline = measure_baseline(program, protocol, span_s)
     with session_scope(db_url) as session:
         fingerprint = machine_fingerprint(backend.versions(), protocol)
         session.add(ReferenceBaseline(**key, median_ms=baseline, fingerprint=fingerprint))
@@ -130,19 +153,20 @@ def drift_reference(
     db_url: str | None = None,
     kind: str = "prefill",
     exporter: ExportPool | None = None,
+    baseline_span_s: float | None = None,
 ) -> Reference | None:
     """The reference program of ``kind`` ("prefill": compute-bound, "decode": memory-bound) ready to time in
     blocks beside a candidate's on ``device``, with its agreed baseline (None when the protocol measures
     without one). With ``exporter``, its workers export the program (once per process) and this process only
-    loads it."""
+    loads it. ``baseline_span_s``: see ``measure_baseline`` (used only when no baseline is known yet)."""
     if not protocol.drift_reference:
         return None
     program = _program(backend, protocol.threads, kind, exporter)
     key = (db_url, device, backend.name, protocol.threads, PROGRAMS[kind])
     if key not in _baselines:
         _baselines[key] = (
-            _stored_baseline(db_url, device, backend, protocol, program, PROGRAMS[kind])
+            _stored_baseline(db_url, device, backend, protocol, program, PROGRAMS[kind], baseline_span_s)
             if db_url is not None
-            else measure_baseline(program, protocol)
+            else measure_baseline(program, protocol, baseline_span_s)
         )
     return Reference(run=program.run, baseline_ms=_baselines[key], program=PROGRAMS[kind])

@@ -15,6 +15,8 @@ import pytest
 
 from db.session import dispose_engines
 
+# Drift references' first baselines are measured at once, not watched for 20 s (Ray workers inherit this too).
+os.environ.setdefault("HILNAS_BASELINE_SPAN_S", "0")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 PG_URL_ENV = "HILNAS_TEST_PG_URL"

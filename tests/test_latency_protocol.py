@@ -303,3 +303,21 @@ def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -
     assert programs == sorted(PROGRAMS.values())
     with pytest.raises(ValueError, match="no drift reference of kind 'encode'"):
         drift_reference(backend, "cpu-a", config, db_url, kind="encode")
+
+
+def test_a_baseline_is_watched_over_its_span_so_a_slow_patch_does_not_become_it() -> None:
+    from latency_models.backends import PreparedGraph
+    from latency_models.reference import measure_baseline
+
+    started = time.perf_counter()
+
+    def reference() -> None:  # a device slowed to 1/1.8 for its first 0.3 s
+        _sleep_ms(1.8 if time.perf_counter() - started < 0.3 else 1.0)
+
+    program = PreparedGraph(run=reference, export_s=0.0)
+    config = ProtocolConfig(warmup=0, min_repeats=5, max_repeats=5, ci_half_width=0.5, min_time_s=0.0)
+    at_once = measure_baseline(program, config, span_s=0.0)  # all rounds inside the slow patch
+    assert at_once == pytest.approx(1.8, rel=0.1)
+    started = time.perf_counter()
+    watched = measure_baseline(program, config, span_s=1.0)  # 3 of 10 rounds inside it: the lower quartile is not
+    assert watched == pytest.approx(1.0, rel=0.1) and time.perf_counter() - started >= 1.0
