@@ -154,7 +154,9 @@ class ExportPool:
         time them)."""
         self.start()
         wait(self._jobs.values())
-        return {name: self._jobs.pop((key, name)).result() for name in names}
+        # all of them handed over before any raises: a retry must export anew, not meet this attempt's failure
+        futures = {name: self._jobs.pop((key, name)) for name in names}
+        return {name: future.result() for name, future in futures.items()}
 
     def close(self) -> None:
         """Cancel what is queued and let the workers exit in the background (that takes seconds)."""

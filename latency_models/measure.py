@@ -46,7 +46,7 @@ class ExportedGraph:
 
     prepared: PreparedGraph
     max_diff: float  # largest absolute difference of its outputs to eager PyTorch's
-    exported_by: int = field(default_factory=os.getpid)  # the process that exported it (an export worker's?)
+    exported_by: int = field(default_factory=os.getpid)  # the process that exported it (a worker, or this one)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def export_checked(
     """Export ``graph`` (a phase, or another family's component, called ``name``) into ``workdir`` and check its
     outputs against eager PyTorch's on ``inputs``."""
     graph = graph.eval()
-    with torch.no_grad():  # not inference_mode: its tensors could not be traced by torch.export afterwards
+    with torch.no_grad():  # not inference_mode: torch.export cannot trace tensors made in inference mode
         expected = tuple(graph(*inputs))
     prepared = backend.prepare(graph, inputs, name, workdir)
     return ExportedGraph(prepared, check_outputs(prepared, expected, name))
