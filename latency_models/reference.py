@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 #: The reference program of each kind, by name; change a name whenever its program changes, so that old
 #: baselines are not reused.
 PROGRAMS = {"prefill": "mobilellm-prefill-d128-l2-t32", "decode": "mobilellm-decode-d128-l2-v2048-kv128"}
-BASELINE_ROUNDS = 10  # separate measurements of a reference spread over the baseline's span
+#: A baseline is the lower quartile of separate measurements of the reference, one every ``BASELINE_EVERY_S`` of
+#: its span (at least ``MIN_BASELINE_ROUNDS``: rounds back to back sample one moment, so more add little).
+BASELINE_EVERY_S, MIN_BASELINE_ROUNDS = 2.0, 5
 
 
 def reference_candidate(kind: str) -> tuple[ArchConfig, Workload]:
@@ -95,8 +97,8 @@ def _program(backend: Backend, threads: int, kind: str, exporter: ExportPool | N
 
 
 def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig, span_s: float | None = None) -> float:
-    """The reference's time on the device when quiet: the lower quartile of ``BASELINE_ROUNDS`` tight measurements
-    spread evenly over ``span_s`` seconds (default: the ``baseline_span_s`` setting).
+    """The reference's time on the device when quiet: the lower quartile of tight measurements spread evenly over
+    ``span_s`` seconds (default: the ``baseline_span_s`` setting), one every ``BASELINE_EVERY_S``.
 
     Every drift-corrected row of a device is scaled by this number, so a slow moment must not become it. On a
     shared host the whole CPU slows by 20-50% for seconds at a time: timed in 1-s windows for 75 s, the decode
@@ -110,9 +112,10 @@ def measure_baseline(program: PreparedGraph, protocol: ProtocolConfig, span_s: f
 
     span_s = get_settings().baseline_span_s if span_s is None else span_s
     tight = protocol.model_copy(update={"ci_half_width": min(protocol.ci_half_width, 0.01), "attempts": 1})
+    count = max(MIN_BASELINE_ROUNDS, round(span_s / BASELINE_EVERY_S) + 1)
     rounds, started = [], time.perf_counter()
-    for index in range(BASELINE_ROUNDS):
-        time.sleep(max(0.0, started + index * span_s / (BASELINE_ROUNDS - 1) - time.perf_counter()))
+    for index in range(count):
+        time.sleep(max(0.0, started + index * span_s / (count - 1) - time.perf_counter()))
         rounds.append(measure(program.run, tight).median_ms)
     return float(np.quantile(rounds, 0.25))
 

@@ -319,5 +319,5 @@ def test_a_baseline_is_watched_over_its_span_so_a_slow_patch_does_not_become_it(
     at_once = measure_baseline(program, config, span_s=0.0)  # all rounds inside the slow patch
     assert at_once == pytest.approx(1.8, rel=0.1)
     started = time.perf_counter()
-    watched = measure_baseline(program, config, span_s=1.0)  # 3 of 10 rounds inside it: the lower quartile is not
+    watched = measure_baseline(program, config, span_s=1.0)  # 2 of 5 rounds inside it: the lower quartile is not
     assert watched == pytest.approx(1.0, rel=0.1) and time.perf_counter() - started >= 1.0
