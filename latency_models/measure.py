@@ -126,8 +126,8 @@ def measure_phase(
     exported: ExportedGraph | None = None,
 ) -> PhaseResult:
     """Export (unless ``exported`` already was, e.g. by an ``export_pool`` worker), verify and time one phase
-    (drift-corrected by ``reference`` when given); the row carries the timing, its spread and the fingerprint."""
-    backend.set_threads(protocol.threads)
+    (drift-corrected by ``reference`` when given); the row carries the timing, its spread and the fingerprint.
+    The caller (``measure_architecture``) has fixed the backend's threads before anything was loaded."""
     exported = exported or export_phase(model, workload, phase, backend, workdir)
     prepared = exported.prepared
     started = time.perf_counter()
