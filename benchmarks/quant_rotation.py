@@ -8,7 +8,9 @@ fake quantization in PyTorch, calibrating on windows of its train tokens and sco
 its validation tokens. For W4A4KV4, W4A8KV8 and W4A16 it prints held-out
 perplexity with no rotation, random orthogonal and random Hadamard rotations (min/median/max over
 seeds) and Cayley-learned rotations, the share of the no-rotation gap each closes, activation
-outlier statistics at every linear input before/after rotation, and the Cayley optimisation time.
+outlier statistics at every linear input before/after rotation, the Cayley optimisation time, and
+W4A4KV4's error budget (``quant_rotation.error_budget``: each part of the setting quantized alone,
+without rotation, with random Hadamard seed 0 and with the learned rotation).
 The learned rotation starts from random Hadamard seed 0 and takes ``Recipe``'s tuned Cayley SGD
 defaults (see ``quant_rotation.cayley``). ``--quick``: 3 seeds, 8 held-out and 16 calibration
 windows, 20 Cayley steps; default: 10 seeds, 128 held-out and 128 calibration windows, 100 steps.
@@ -34,6 +36,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 SETTINGS = ("W4A4KV4", "W4A8KV8", "W4A16")
+BUDGET_SETTING = "W4A4KV4"
+BUDGET_COLUMNS = {("random_hadamard", 0): "random Hadamard seed 0", ("learned", 0): "learned"}  # besides "none"
 TARGET_GAP_CLOSED = 0.70
 MIN_GAP = 0.005  # a no-rotation gap under 0.5% of FP perplexity is within seed noise: no share is printed
 QUANT_TRAIN_TOKENS = 2_400_000
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     from search.families.quant_rotation.qmodel import perplexity
     from search.families.quant_rotation.quantizers import QuantSpec
     from search.families.quant_rotation.target import load_target
+    from search.families.quant_rotation.transform import Rotations
 
     torch.set_num_threads(1)
     console = Console(width=150)
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: dict[str, dict[str, list[float]]] = {}
     cayley: dict[str, tuple[float, tuple[float, float]]] = {}
+    budget_rotations: dict[str, Rotations] = {"none": Rotations()}  # W4A4KV4's error budget, per column
     total = len(SETTINGS) * (2 + 2 * len(seeds))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("quantizing", total=total)
@@ -105,12 +111,15 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault(kind, []).append(outcome.ppl)
                 if kind == "learned":
                     cayley[setting] = (outcome.cayley_s, outcome.calibration_loss)
+                if setting == BUDGET_SETTING and (kind, seed) in BUDGET_COLUMNS:
+                    budget_rotations[BUDGET_COLUMNS[kind, seed]] = outcome.rotations
                 progress.advance(task)
             rows[setting] = results
 
     console.print(_quality_table(rows, fp_ppl, len(seeds)))
     console.print(_cayley_table(cayley, rows, steps, Recipe.cayley_lr))
     console.print(_outlier_table(model, calibration[:4]))
+    console.print(_budget_table(model, budget_rotations, heldout, fp_ppl))
     console.print(_targets(rows, fp_ppl))
 
 
@@ -177,6 +186,25 @@ def _outlier_table(model, sequences: torch.Tensor) -> Table:  # noqa: ANN001 - a
             f"{stats['max_over_rms']:.1f}", f"{rotated['max_over_rms']:.1f}",
             f"{stats['kurtosis']:.1f}", f"{rotated['kurtosis']:.1f}",
         )  # fmt: skip
+    return table
+
+
+def _budget_table(model, rotations: dict, sequences: torch.Tensor, fp: float) -> Table:  # noqa: ANN001 - a MobileLLM
+    """Each part of W4A4KV4 alone, without rotation, with random Hadamard seed 0 and with the learned rotation."""
+    from search.families.quant_rotation.error_budget import budget_parts, error_budget
+    from search.families.quant_rotation.quantizers import QuantSpec
+
+    spec = QuantSpec.parse(BUDGET_SETTING)
+    with Progress(transient=True) as progress:
+        progress.add_task(f"{BUDGET_SETTING} error budget", total=None)
+        budgets = {kind: error_budget(model, rotation, spec, sequences) for kind, rotation in rotations.items()}
+    table = Table(
+        "part quantized alone", *budgets,
+        title=f"Where the {BUDGET_SETTING} error sits: held-out ppl over FP32 with one part quantized "
+        "(weights RTN; parts interact, so they need not add up)",
+    )  # fmt: skip
+    for part in budget_parts(spec):
+        table.add_row(part.name, *(f"{budget[part.name] - fp:+.3f}" for budget in budgets.values()))
     return table
 
 

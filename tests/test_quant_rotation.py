@@ -1,4 +1,4 @@
-"""Rotations leave the full-precision model unchanged; bad rotations and models are one sentence."""
+"""Rotations leave the full-precision model unchanged; bad rotations and models are one sentence; the error budget."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import torch
 
 from hilnas.errors import UserError
 from search.families.mobilellm_flash.space import LayerConfig
+from search.families.quant_rotation.error_budget import ACTIVATION_PARTS, WHOLE, BudgetPart, budget_parts, error_budget
 from search.families.quant_rotation.pipeline import Recipe, build_rotations, quantize
-from search.families.quant_rotation.qmodel import QuantizedModel
+from search.families.quant_rotation.qmodel import QuantizedModel, perplexity
 from search.families.quant_rotation.quantizers import QuantSpec
 from search.families.quant_rotation.rotation import check_orthogonal, hadamard_like, random_hadamard
 from search.families.quant_rotation.transform import Rotations, fold_norms, rotated_weights
@@ -128,3 +129,22 @@ def test_kv_quantization_hook_reaches_prefill_chunked_local_and_cached_decode() 
         logits, new_kv = network.decode(tokens[:, position : position + 1], torch.tensor([position]), cache)
         cache = network.append_to_cache(cache, new_kv)
         assert _relative_difference(logits, full[:, position]) < 1e-12
+
+
+def test_the_error_budget_quantizes_one_part_at_a_time() -> None:
+    model = tiny_model(vocab=64)
+    tokens = torch.randint(0, 64, (4, 17), generator=torch.Generator().manual_seed(4))
+    spec = QuantSpec.parse("W4A4KV4")
+    recipe = Recipe(spec=spec, rotation="random_hadamard")
+    parts = [part.name for part in budget_parts(spec)]
+    assert parts[:2] == ["W4 weights", "KV4 cache"] and parts[-1] == WHOLE
+    assert parts[2:-1] == [f"A4 at {label}" for label in ACTIVATION_PARTS]
+    budget = error_budget(model, build_rotations(model, recipe), spec, tokens)
+    assert budget[WHOLE] == pytest.approx(perplexity(quantize(model, recipe)[0], tokens), rel=1e-6)
+    # every part quantizes something, and something of its own
+    assert len({round(ppl, 9) for ppl in [*budget.values(), perplexity(model, tokens)]}) == len(parts) + 1
+    only_values = QuantizedModel(fold_norms(model), Rotations(), QuantSpec(a_bits=4), ("attn.v_proj",))
+    bits = {layer.name: layer.spec.a_bits for layer in only_values.quant_linears()}
+    assert bits["blocks.1.attn.v_proj"] == 4 and sorted(bits.values()).count(4) == len(model.blocks)
+    weights_only = QuantSpec.parse("W4A16")
+    assert budget_parts(weights_only) == [budget_parts(spec)[0], BudgetPart(WHOLE, weights_only)]

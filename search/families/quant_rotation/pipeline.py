@@ -16,7 +16,7 @@ from search.families.quant_rotation.cayley import CAYLEY_LR, learn_rotations
 from search.families.quant_rotation.qmodel import QuantizedModel, perplexity
 from search.families.quant_rotation.quantizers import FULL_PRECISION_BITS, QuantSpec
 from search.families.quant_rotation.rotation import ROTATION_KINDS, hadamard_like, make_rotation
-from search.families.quant_rotation.transform import Rotations, fold_norms, rotated_weights
+from search.families.quant_rotation.transform import Rotations, fold_norms
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Outcome:
     cayley_s: float = 0.0
     cayley_losses: list[float] = field(default_factory=list)
     calibration_loss: tuple[float, float] | None = None  # learned: whole calibration set before/after
+    rotations: Rotations | None = None  # what was merged (a learned recipe's learned R1/R2)
 
 
 def build_rotations(model: MobileLLM, recipe: Recipe, dtype: torch.dtype = torch.float32) -> Rotations:
@@ -91,9 +92,8 @@ def quantize(
         )
         rotations, outcome.cayley_losses, outcome.cayley_s = learned.rotations, learned.losses, learned.seconds
         outcome.calibration_loss = learned.calibration_loss
-    quantized = QuantizedModel(folded, rotations, recipe.spec)
-    with torch.no_grad():
-        quantized.load(rotated_weights(folded, rotations))
+    outcome.rotations = rotations
+    quantized = QuantizedModel.rotated(folded, rotations, recipe.spec)
     if recipe.gptq and recipe.spec.w_bits < FULL_PRECISION_BITS:
         from search.families.quant_rotation.gptq import apply_gptq
 

@@ -13,15 +13,22 @@ those of the MobileLLM, so ``transform.rotated_weights`` can be swapped in with
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search.families.mobilellm_flash.model import MobileLLM
-from search.families.quant_rotation.quantizers import QuantSpec, quantize_asymmetric, quantize_kv, quantize_weight
-from search.families.quant_rotation.transform import Rotations, check_rotations
+from search.families.quant_rotation.quantizers import (
+    FULL_PRECISION_BITS,
+    QuantSpec,
+    quantize_asymmetric,
+    quantize_kv,
+    quantize_weight,
+)
+from search.families.quant_rotation.transform import Rotations, check_rotations, rotated_weights
 
 BLOCK_LINEARS = (
     "attn.q_proj",
@@ -93,13 +100,24 @@ class QKVQuantizer(nn.Module):
 
 
 class QuantizedModel(nn.Module):
-    """A rotated, fake-quantized copy of a folded MobileLLM (load the rotated weights with ``load``)."""
+    """A rotated, fake-quantized copy of a folded MobileLLM (load the rotated weights with ``load``).
 
-    def __init__(self, folded: MobileLLM, rotations: Rotations, spec: QuantSpec) -> None:
+    ``quantized_inputs`` names the ``BLOCK_LINEARS`` paths whose inputs take the spec's activation bits (None:
+    all); the others read floating-point inputs, which is how ``error_budget`` charges each input its share.
+    """
+
+    def __init__(
+        self,
+        folded: MobileLLM,
+        rotations: Rotations,
+        spec: QuantSpec,
+        quantized_inputs: Collection[str] | None = None,
+    ) -> None:
         super().__init__()
         check_rotations(folded, rotations)
         self.spec = spec
         self.model = copy.deepcopy(folded)
+        unquantized_inputs = replace(spec, a_bits=FULL_PRECISION_BITS)
         for i, block in enumerate(self.model.blocks):
             for path in BLOCK_LINEARS:
                 owner_name, attr = path.split(".")
@@ -107,10 +125,24 @@ class QuantizedModel(nn.Module):
                     continue
                 owner = getattr(block, owner_name)
                 online = rotations.r4.get(i) if attr == "down_proj" else None
-                setattr(owner, attr, QuantLinear(f"blocks.{i}.{path}", getattr(owner, attr).weight, spec, online))
+                own_spec = spec if quantized_inputs is None or path in quantized_inputs else unquantized_inputs
+                setattr(owner, attr, QuantLinear(f"blocks.{i}.{path}", getattr(owner, attr).weight, own_spec, online))
             if block.has_attention:
                 block.attn.qkv_transform = QKVQuantizer(spec, rotations.r3, block.attn.q_proj.weight.dtype)
         self.model.requires_grad_(False)
+
+    @classmethod
+    def rotated(
+        cls,
+        folded: MobileLLM,
+        rotations: Rotations,
+        spec: QuantSpec,
+        quantized_inputs: Collection[str] | None = None,
+    ) -> QuantizedModel:
+        """The quantized model with the rotations merged into its weights (ready to run)."""
+        quantized = cls(folded, rotations, spec, quantized_inputs)
+        quantized.load(rotated_weights(folded, rotations))
+        return quantized
 
     def quant_linears(self) -> list[QuantLinear]:
         return [m for m in self.model.modules() if isinstance(m, QuantLinear)]
