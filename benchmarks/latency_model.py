@@ -44,7 +44,7 @@ from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
 from latency_models.protocol import ProtocolConfig, Reference, measure_prepared
-from latency_models.reference import drift_reference, export_reference
+from latency_models.reference import drift_reference, export_reference, reference_kind
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
 from search.space import CategoricalParam, IntParam, SearchSpace
@@ -78,7 +78,7 @@ class Measurements:
     peaks: dict[str, float]
     costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
     drifts: list[float]  # a reference's time over its baseline, per measurement
-    reference_baselines_ms: dict[str, float]  # per phase, the baseline of its drift reference (none when raw)
+    reference_baselines_ms: dict[str, float]  # per reference kind (prefill, decode rungs) its baseline (none when raw)
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -162,8 +162,9 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
 
     costs: list[tuple[float, float]] = []
     drifts: list[float] = []
-    kept: dict[tuple, dict[str, PhaseResult]] = {}
-    references: dict[str, Reference | None] = {}
+    kept: dict[tuple, dict[str, tuple[PhaseResult, Reference | None]]] = {}  # with the reference that timed it
+    references: dict[str, Reference | None] = {}  # by kind: prefill's and the decode rungs the candidates need
+    kinds = sorted({reference_kind(phase, c.arch) for c in held + oor + calibration_pool for phase in PHASES})
     workroot = Path(tempfile.mkdtemp(prefix="hilnas-latency-bench-"))
     exports = ExportPool(backend.name, protocol.threads, args.export_workers) if args.export_workers else None
 
@@ -180,10 +181,11 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         export_ahead([candidate])
         exported = exports.take(candidate.key) if exports is not None else None
         if not references:  # the first time the CPU is quiet: load the references and measure their baselines
-            for phase in PHASES:
-                references[phase] = drift_reference(
-                    backend, "local-cpu", protocol, kind=phase, exporter=exports, baseline_span_s=0 if quick else None
+            for kind in kinds:
+                references[kind] = drift_reference(
+                    backend, "local-cpu", protocol, kind=kind, exporter=exports, baseline_span_s=0 if quick else None
                 )
+        timed_beside = {phase: references[reference_kind(phase, candidate.arch)] for phase in PHASES}
         results = measure_architecture(
             candidate.arch,
             candidate.workload,
@@ -191,7 +193,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
             "local-cpu",
             protocol,
             workdir(candidate),
-            references=references,
+            references=timed_beside,
             exported=exported,
         )
         costs.append(tuple(sum(r.row["extra"][k] for r in results.values()) for k in ("export_s", "measure_s")))
@@ -200,12 +202,12 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         if unstable:
             raise RuntimeError(f"unstable {unstable} after {protocol.attempts} attempts")
         if len(kept) < n_noise and candidate.key in held_keys:  # re-measured at the very end
-            kept[candidate.key] = results
+            kept[candidate.key] = {phase: (result, timed_beside[phase]) for phase, result in results.items()}
         return {phase: r.row for phase, r in results.items()}
 
     if exports is not None and protocol.drift_reference:
-        for phase in PHASES:
-            export_reference(exports, phase)
+        for kind in kinds:
+            export_reference(exports, kind)
     n_initial = max(MIN_GP_ROWS, n_cal // 2)
     design = calibration_design(calibration_pool, n_cal, n_initial, args.seed)
     export_ahead(held + oor + [calibration_pool[index] for index in design])
@@ -232,8 +234,8 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         task = progress.add_task("noise floor", total=len(kept))
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
         for results in kept.values():
-            for phase, result in results.items():
-                again = measure_prepared(result.prepared, protocol, references[phase])
+            for phase, (result, reference) in results.items():
+                again = measure_prepared(result.prepared, protocol, reference)
                 noise[phase].append((result.timing.median_ms, again.median_ms))
             progress.advance(task)
         peaks = measure_peaks(protocol)  # before the workers exit: shutting them down takes the CPU for seconds
@@ -301,7 +303,8 @@ def report(measurements: Measurements) -> None:
         baselines = ", ".join(f"{p} {ms:.3f} ms" for p, ms in measurements.reference_baselines_ms.items())
         console.print(
             f"Drift references (baselines {baselines}): their time during the measurements was {low:.2f}x to "
-            f"{high:.2f}x their baselines (median {mid:.2f}x); each phase's latencies are corrected by its own."
+            f"{high:.2f}x their baselines (median {mid:.2f}x); prefills are corrected by the prefill reference, decode "
+            "steps by the decode rung `reference_kind` picks for their size."
         )
     for failure in measurements.failures:
         console.print(f"  failed: {failure}")

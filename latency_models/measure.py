@@ -184,8 +184,8 @@ def measure_architecture(
     exported: dict[str, ExportedFile] | None = None,
 ) -> dict[str, PhaseResult]:
     """Every requested phase of one architecture, each exported into ``workdir`` (unless ``exported`` has it)
-    and drift-corrected by its phase's entry in ``references`` (``reference.drift_reference(..., kind=phase)``)
-    when given."""
+    and drift-corrected by its phase's entry in ``references`` (``reference.drift_reference`` of the kind
+    ``reference.reference_kind(phase, arch)`` names) when given."""
     backend.set_threads(protocol.threads)  # before a program is loaded: resizing under one can deadlock
     model = build_model(arch)
     references, exported = references or {}, exported or {}

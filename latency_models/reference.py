@@ -1,11 +1,20 @@
-"""The drift references: fixed small MobileLLM graphs timed in blocks between the candidate's (see ``protocol``).
+"""The drift references: fixed MobileLLM graphs timed in blocks between the candidate's (see ``protocol``).
 
-There are two, one per kind of work. The ``prefill`` reference (a short prompt through two layers) is
-compute-bound, like a prefill or an EdgeTAM component. The ``decode`` reference (one token against a KV
-cache, a few MB of weights) is bound by memory like a decode step. Drift on a shared host is not the same
-for both kinds: when another tenant fills the caches or the memory bus, a decode step slows more than a
-prompt does. A probe timed six decode graphs for 14 rounds: divided by the prefill reference they moved
-3.3% from one round to the next, and divided by a decode reference 2.2% (raw: 5.2%).
+The ``prefill`` reference (a short prompt through two layers) is compute-bound, like a prefill or an EdgeTAM
+component. A decode step is bound by memory, and drift on a shared host is not the same for both kinds: when
+another tenant fills the caches or the memory bus, a decode step slows more than a prompt does. A probe timed
+six decode graphs for 14 rounds: divided by the prefill reference they moved 3.3% from one round to the next,
+and divided by a decode reference 2.2% (raw: 5.2%).
+
+Nor is it the same for every decode step: how a slow moment hits one depends on where its weights live, in
+the caches or in main memory. So decode references form a ladder of rungs of 0.75M, 10.6M and 24.6M parameters
+(3, 42 and 98 MB of float32 weights), and a decode step is timed beside the largest rung at most
+``RUNG_REACH`` times its own size (``reference_kind``; the smallest when none is). ``benchmarks.drift_references``
+measures how well each rung tracks decode graphs of every size: in the probe that set the rule, eight graphs of
+1M-31M parameters timed beside the rungs in the same moments for 16 rounds varied by 3.3-11.5% (CV) raw, by
+1.5-9.3% divided by the smallest rung, and by 1.2-4.7% divided by the rung the rule picks (a 10.4M-parameter
+graph: raw 11.5%, smallest rung 9.3%, 10.6M rung 1.5%). A 3.1M rung tracked graphs of 2-8M parameters no
+better than the smallest one did, so there is none.
 
 A reference's *baseline* is its typical time on the device. Drift-corrected latencies are ratios to the
 reference times the baseline, so every process that measures a device must agree on it: with a store,
@@ -20,6 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +46,16 @@ if TYPE_CHECKING:
     from latency_models.export_pool import ExportPool
 
 #: The reference program of each kind, by name; change a name whenever its program changes, so that old
-#: baselines are not reused.
-PROGRAMS = {"prefill": "mobilellm-prefill-d128-l2-t32", "decode": "mobilellm-decode-d128-l2-v2048-kv128"}
+#: baselines are not reused. "decode" is the ladder's smallest rung.
+PROGRAMS = {
+    "prefill": "mobilellm-prefill-d128-l2-t32",
+    "decode": "mobilellm-decode-d128-l2-v2048-kv128",
+    "decode-11m": "mobilellm-decode-d288-l8-f1152-v4096-kv256",
+    "decode-25m": "mobilellm-decode-d384-l11-f1536-v4096-kv256",
+}
+DECODE_LADDER = ("decode", "decode-11m", "decode-25m")  # smallest first
+#: A decode step takes the largest rung with at most this many times its parameters (see the module docstring).
+RUNG_REACH = 1.6
 #: A baseline is the lower quartile of separate measurements of the reference, one every ``BASELINE_EVERY_S`` of
 #: its span (at least ``MIN_BASELINE_ROUNDS``: rounds back to back sample one moment, so more add little).
 BASELINE_EVERY_S, MIN_BASELINE_ROUNDS = 2.0, 5
@@ -50,9 +68,32 @@ def reference_candidate(kind: str) -> tuple[ArchConfig, Workload]:
     if kind == "prefill":
         arch = ArchConfig(vocab_size=512, dim=128, layers=[LayerConfig(ffn_dim=256)] * 2, max_context=64)
         return arch, Workload(prefill_len=32, decode_kv_len=1)
-    # about the weights and KV cache of a typical small decode candidate
-    arch = ArchConfig(vocab_size=2048, dim=128, layers=[LayerConfig(ffn_dim=512)] * 2, max_context=160)
-    return arch, Workload(prefill_len=1, decode_kv_len=128)
+    if kind == "decode":  # about the weights and KV cache of a typical small decode candidate
+        arch = ArchConfig(vocab_size=2048, dim=128, layers=[LayerConfig(ffn_dim=512)] * 2, max_context=160)
+        return arch, Workload(prefill_len=1, decode_kv_len=128)
+    dim, n_layers, ffn_dim, vocab_size = _RUNGS[kind]
+    layer = LayerConfig(n_heads=dim // 32, n_kv_heads=1, ffn_dim=ffn_dim)
+    arch = ArchConfig(vocab_size=vocab_size, dim=dim, layers=[layer] * n_layers, max_context=320)
+    return arch, Workload(prefill_len=1, decode_kv_len=256)
+
+
+#: The larger decode rungs: (dim, layers, FFN width, vocabulary), heads of 32 features and one KV head.
+_RUNGS = {"decode-11m": (288, 8, 1152, 4096), "decode-25m": (384, 11, 1536, 4096)}
+
+
+def reference_kind(phase: str, arch: ArchConfig) -> str:
+    """The reference a ``phase`` of ``arch`` is timed beside: prefill's, or the largest decode rung with at most
+    ``RUNG_REACH`` times its parameters (the smallest rung when none is that small)."""
+    if phase != "decode":
+        return phase
+    reach = RUNG_REACH * arch.n_params()
+    return next((rung for rung in reversed(DECODE_LADDER) if rung_params(rung) <= reach), DECODE_LADDER[0])
+
+
+@cache
+def rung_params(kind: str) -> int:
+    """Parameters of the reference program of ``kind``."""
+    return reference_candidate(kind)[0].n_params()
 
 
 #: (backend, threads, kind) -> the reference program loaded in this process (exporting takes seconds).

@@ -300,9 +300,29 @@ def test_reference_baseline_is_stored_once_and_the_first_one_wins(db_url: str) -
     assert (first.program, decode.program) == (PROGRAMS["prefill"], PROGRAMS["decode"])  # rows name what timed them
     with session_scope(db_url) as session:
         programs = sorted(session.scalars(select(ReferenceBaseline.program).filter_by(device="cpu-a")))
-    assert programs == sorted(PROGRAMS.values())
+    assert programs == sorted([PROGRAMS["prefill"], PROGRAMS["decode"]])  # the larger decode rungs were not used
     with pytest.raises(ValueError, match="no drift reference of kind 'encode'"):
         drift_reference(backend, "cpu-a", config, db_url, kind="encode")
+
+
+def test_a_decode_step_is_timed_beside_the_largest_rung_within_reach() -> None:
+    from latency_models.reference import DECODE_LADDER, RUNG_REACH, reference_candidate, reference_kind, rung_params
+    from search.families.mobilellm_flash.space import ArchConfig, LayerConfig
+
+    def graph(dim: int, n_layers: int, ffn_dim: int, vocab_size: int = 4096) -> ArchConfig:
+        layer = LayerConfig(n_heads=dim // 32, n_kv_heads=1, ffn_dim=ffn_dim)
+        return ArchConfig(vocab_size=vocab_size, dim=dim, layers=[layer] * n_layers, max_context=320)
+
+    for rung in DECODE_LADDER:  # a rung's own graph is timed beside it
+        assert reference_kind("decode", reference_candidate(rung)[0]) == rung
+    tiny = graph(64, 1, 128, 512)
+    assert tiny.n_params() * RUNG_REACH < rung_params("decode")  # below every rung: the smallest
+    assert reference_kind("decode", tiny) == "decode"
+    assert reference_kind("decode", graph(224, 6, 768, 2048)) == "decode"  # 4.2M: the 10.6M rung is out of reach
+    assert reference_kind("decode", graph(256, 8, 896)) == "decode-11m"  # 7.7M
+    assert reference_kind("decode", graph(320, 10, 1280)) == "decode-25m"  # 15.9M
+    assert reference_kind("decode", graph(1024, 24, 4096, 32000)) == "decode-25m"  # far above: the largest
+    assert reference_kind("prefill", graph(1024, 24, 4096, 32000)) == "prefill"
 
 
 def test_a_baseline_is_watched_over_its_span_so_a_slow_patch_does_not_become_it() -> None:

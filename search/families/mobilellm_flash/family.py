@@ -160,7 +160,7 @@ class MobileLLMFlashFamily(Family):
         from latency_models.backends import get_backend
         from latency_models.export_pool import exporter, flash_jobs
         from latency_models.measure import PHASES, measure_architecture, phase_shape
-        from latency_models.reference import drift_reference
+        from latency_models.reference import drift_reference, reference_kind
 
         arch, workload = self.candidate(params)
         rows: dict[str, dict[str, Any]] = {}
@@ -176,8 +176,11 @@ class MobileLLMFlashFamily(Family):
             pool = exporter(backend, protocol.threads, self.options.export_workers)
             if pool is not None:
                 pool.submit(workdir, flash_jobs(arch, workload, workdir, missing))
-            # each phase beside the reference that drifts as it does
-            references = {phase: drift_reference(backend, device, protocol, db_url, phase, pool) for phase in missing}
+            # each phase beside the reference that drifts as it does (a decode step: the rung nearest its size)
+            references = {
+                phase: drift_reference(backend, device, protocol, db_url, reference_kind(phase, arch), pool)
+                for phase in missing
+            }
             exported = pool.take(workdir, missing) if pool is not None else None
             results = measure_architecture(
                 arch, workload, backend, device, protocol, workdir, missing, "search", references, exported
