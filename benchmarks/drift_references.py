@@ -8,7 +8,12 @@ after round, each program's median over short interleaved blocks (each block war
 protocol does). Between rounds other programs are loaded, run and dropped, as in a long calibration. A
 reference serves a graph well when the graph's time divided by the reference's stays put over the rounds,
 however the host's speed moves; so the table prints each graph's coefficient of variation over the rounds
-raw, divided by every rung, and divided by the rung ``reference_kind`` picks for it.
+raw, divided by every rung, and divided by the rung ``reference_kind`` picks for it. Dividing corrects fully
+only when a graph slows by the same factor as its rung; the last column, the slope of the graph's log time on
+the picked rung's log time over the rounds (its *elasticity*), says how much it actually slows when the rung does:
+1 when dividing is right, below 1 when dividing over-corrects. It means something only when the rung moved well
+beyond its own noise over the rounds (its CV in the last rows): on a quiet host the slope fits noise and falls
+towards 0.
 
 What a calibration feels is the protocol's error, fresh loads included: before and after the rounds, every
 graph is also measured by the protocol (``ProtocolConfig()``: five fresh loads, drift-corrected) beside the
@@ -113,6 +118,11 @@ def cv(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / values.mean())
 
 
+def elasticity(graph_ms: np.ndarray, reference_ms: np.ndarray) -> float:
+    """Least-squares slope of log graph time on log reference time over the rounds."""
+    return float(np.polyfit(np.log(reference_ms), np.log(graph_ms), 1)[0])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three graphs, five rounds of 2 s")
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     times = {name: np.array(values) for name, values in medians.items()}
     table = Table(
         "decode graph", "ms", "raw", *(f"/ {rung} ({rung_params(rung) / 1e6:.1f}M)" for rung in DECODE_LADDER),
-        "rung picked", "/ picked",
+        "rung picked", "/ picked", "elasticity",
         title=f"Time over {rounds} rounds of {round_s:g} s: coefficient of variation, raw and divided by each rung",
     )  # fmt: skip
     picked_cvs, smallest_cvs, raw_cvs = [], [], []
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         raw_cvs.append(cv(times[name]))
         table.add_row(
             name, f"{times[name].mean():.3f}", f"{raw_cvs[-1]:.1%}", *(f"{ratios[r]:.1%}" for r in DECODE_LADDER),
-            rung, f"{ratios[rung]:.1%}",
+            rung, f"{ratios[rung]:.1%}", f"{elasticity(times[name], times[rung]):.2f}",
         )  # fmt: skip
     for rung in DECODE_LADDER:
         table.add_row(f"rung {rung}", f"{times[rung].mean():.3f}", f"{cv(times[rung]):.1%}")

@@ -43,7 +43,7 @@ from latency_models.device_profile import measure_peaks
 from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import noise_floor
-from latency_models.protocol import ProtocolConfig, Reference, measure_prepared
+from latency_models.protocol import ProtocolConfig, Reference, drift_fields, measure_prepared
 from latency_models.reference import drift_reference, export_reference, reference_kind
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 from search.families.mobilellm_flash.space import SpaceOptions, default_space
@@ -81,6 +81,8 @@ class Measurements:
     reference_baselines_ms: dict[str, float]  # per reference kind (prefill, decode rungs) its baseline (none when raw)
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    # Per phase, per noise pair: how its two measurements were timed (``drift_fields``); absent in older files.
+    noise_timing: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = field(default_factory=dict)
 
 
 def parse_args() -> argparse.Namespace:
@@ -233,10 +235,12 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         failures += calibration.failures
         task = progress.add_task("noise floor", total=len(kept))
         noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
+        noise_timing: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {p: [] for p in PHASES}
         for results in kept.values():
             for phase, (result, reference) in results.items():
                 again = measure_prepared(result.prepared, protocol, reference)
                 noise[phase].append((result.timing.median_ms, again.median_ms))
+                noise_timing[phase].append((drift_fields(result.timing, reference), drift_fields(again, reference)))
             progress.advance(task)
         peaks = measure_peaks(protocol)  # before the workers exit: shutting them down takes the CPU for seconds
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing
@@ -245,6 +249,7 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         held_out=held_rows,
         out_of_range=oor_rows,
         noise=noise,
+        noise_timing=noise_timing,
         peaks=peaks,
         costs=costs,
         drifts=drifts,
@@ -252,6 +257,20 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         failures=failures,
         wall_s=time.perf_counter() - started,
     )
+
+
+def drift_elasticity(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[float, int] | None:
+    """How much a candidate slows when its reference does: the least-squares slope of log(raw second / raw first)
+    on log(reference second / reference first) over drift-corrected noise pairs; None when there are too few
+    pairs or the reference barely moved between the measurements (the slope would be noise)."""
+    usable = [(first, again) for first, again in pairs if first.get("timing") == "drift-corrected"]
+    if len(usable) < 3:
+        return None
+    reference = np.log([again["reference_ms"] / first["reference_ms"] for first, again in usable])
+    raw = np.log([again["raw_median_ms"] / first["raw_median_ms"] for first, again in usable])
+    if np.ptp(reference) < 0.05:
+        return None
+    return float(np.polyfit(reference, raw, 1)[0]), len(usable)
 
 
 def report(measurements: Measurements) -> None:
@@ -283,6 +302,14 @@ def report(measurements: Measurements) -> None:
     console.print(LEGEND)
     for line in verdicts:
         console.print(line)
+    for phase, pairs in measurements.noise_timing.items():
+        fitted = drift_elasticity(pairs)
+        if fitted is not None:
+            console.print(
+                f"{phase}: between a re-measured candidate's two measurements its raw time moved {fitted[0]:.2f}x as "
+                f"much as its reference's (log-log slope over {fitted[1]} pairs; 1 where dividing by the reference "
+                "corrects exactly, below 1 where it over-corrects)."
+            )
     export_s = np.array([c[0] for c in measurements.costs])
     measure_s = np.array([c[1] for c in measurements.costs])
     console.print(

@@ -1,0 +1,25 @@
+"""The latency benchmark's check of the drift correction: how much candidates slow when their reference does."""
+
+import numpy as np
+
+from benchmarks.latency_model import drift_elasticity
+
+
+def timed(raw_ms: float, reference_ms: float) -> dict:
+    return {"timing": "drift-corrected", "raw_median_ms": raw_ms, "reference_ms": reference_ms}
+
+
+def test_the_elasticity_is_the_slope_of_raw_time_on_reference_time():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for ms in rng.uniform(0.2, 2.0, 12):
+        slowdown = rng.choice([1.0, 1.35])  # the reference's second measurement against its first
+        pairs.append((timed(ms, 0.19), timed(ms * slowdown**0.6, 0.19 * slowdown)))
+    slope, n = drift_elasticity(pairs)
+    assert n == 12 and abs(slope - 0.6) < 1e-9
+
+
+def test_no_elasticity_without_corrected_pairs_or_a_reference_that_moved():
+    still = [(timed(1.0, 0.19), timed(1.1, 0.19))] * 5
+    raw = [({"timing": "raw"}, {"timing": "raw"})] * 5
+    assert drift_elasticity(still) is None and drift_elasticity(raw) is None
