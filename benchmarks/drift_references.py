@@ -11,9 +11,8 @@ however the host's speed moves; so the table prints each graph's coefficient of 
 raw, divided by every rung, and divided by the rung ``reference_kind`` picks for it. Dividing corrects fully
 only when a graph slows by the same factor as its rung; the last column, the slope of the graph's log time on
 the picked rung's log time over the rounds (its *elasticity*), says how much it actually slows when the rung does:
-1 when dividing is right, below 1 when dividing over-corrects. It means something only when the rung moved well
-beyond its own noise over the rounds (its CV in the last rows): on a quiet host the slope fits noise and falls
-towards 0.
+1 when dividing is right, below 1 when dividing over-corrects (``metrics.elasticity``; n/a where the rung barely
+moved over the rounds, as on a quiet host, when the slope would fit noise).
 
 What a calibration feels is the protocol's error, fresh loads included: before and after the rounds, every
 graph is also measured by the protocol (``ProtocolConfig()``: five fresh loads, drift-corrected) beside the
@@ -36,6 +35,7 @@ from rich.table import Table
 
 from latency_models.backends import PreparedGraph, get_backend
 from latency_models.measure import build_model, export_phase
+from latency_models.metrics import elasticity
 from latency_models.protocol import (
     BLOCK,
     BLOCK_WARMUP,
@@ -118,11 +118,6 @@ def cv(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / values.mean())
 
 
-def elasticity(graph_ms: np.ndarray, reference_ms: np.ndarray) -> float:
-    """Least-squares slope of log graph time on log reference time over the rounds."""
-    return float(np.polyfit(np.log(reference_ms), np.log(graph_ms), 1)[0])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three graphs, five rounds of 2 s")
@@ -188,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         raw_cvs.append(cv(times[name]))
         table.add_row(
             name, f"{times[name].mean():.3f}", f"{raw_cvs[-1]:.1%}", *(f"{ratios[r]:.1%}" for r in DECODE_LADDER),
-            rung, f"{ratios[rung]:.1%}", f"{elasticity(times[name], times[rung]):.2f}",
+            rung, f"{ratios[rung]:.1%}", _maybe(elasticity(times[name], times[rung])),
         )  # fmt: skip
     for rung in DECODE_LADDER:
         table.add_row(f"rung {rung}", f"{times[rung].mean():.3f}", f"{cv(times[rung]):.1%}")
@@ -200,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         f"rung picked {min(picked_cvs):.1%}-{max(picked_cvs):.1%} (median {np.median(picked_cvs):.1%}). "
         f"Wall time {time.perf_counter() - started:.0f} s."
     )
+
+
+def _maybe(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _remeasure_table(

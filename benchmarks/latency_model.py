@@ -42,7 +42,7 @@ from latency_models.calibration import (
 from latency_models.device_profile import measure_peaks
 from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
-from latency_models.metrics import noise_floor
+from latency_models.metrics import elasticity, noise_floor
 from latency_models.protocol import ProtocolConfig, Reference, drift_fields, measure_prepared
 from latency_models.reference import drift_reference, export_reference, reference_kind
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
@@ -260,17 +260,15 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
 
 
 def drift_elasticity(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[float, int] | None:
-    """How much a candidate slows when its reference does: the least-squares slope of log(raw second / raw first)
-    on log(reference second / reference first) over drift-corrected noise pairs; None when there are too few
-    pairs or the reference barely moved between the measurements (the slope would be noise)."""
+    """The ``metrics.elasticity`` of the drift-corrected noise pairs: each candidate's raw second / first time on
+    its reference's, and how many pairs there were; None where it is (too few pairs, a reference that barely
+    moved)."""
     usable = [(first, again) for first, again in pairs if first.get("timing") == "drift-corrected"]
-    if len(usable) < 3:
-        return None
-    reference = np.log([again["reference_ms"] / first["reference_ms"] for first, again in usable])
-    raw = np.log([again["raw_median_ms"] / first["raw_median_ms"] for first, again in usable])
-    if np.ptp(reference) < 0.05:
-        return None
-    return float(np.polyfit(reference, raw, 1)[0]), len(usable)
+    slope = elasticity(
+        [again["raw_median_ms"] / first["raw_median_ms"] for first, again in usable],
+        [again["reference_ms"] / first["reference_ms"] for first, again in usable],
+    )
+    return None if slope is None else (slope, len(usable))
 
 
 def report(measurements: Measurements) -> None:

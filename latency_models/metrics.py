@@ -1,4 +1,5 @@
-"""Accuracy of latency predictions, the device's noise floor, and the splits they are computed on."""
+"""Accuracy of latency predictions, the device's noise floor, how well drift correction fits the device, and the
+splits they are computed on."""
 
 from __future__ import annotations
 
@@ -31,6 +32,21 @@ def noise_floor(first: np.ndarray, second: np.ndarray) -> dict[str, float]:
     No predictor can be expected to beat this: it is the device's own run-to-run disagreement.
     """
     return accuracy(np.asarray(first, float), np.asarray(second, float))
+
+
+#: Below this spread of log reference time the reference barely moved, and a slope on it would fit noise.
+MIN_REFERENCE_SPREAD = 0.05
+
+
+def elasticity(candidate_ms: np.ndarray, reference_ms: np.ndarray) -> float | None:
+    """How much a program slows when its drift reference does: the least-squares slope of log candidate time on
+    log reference time, over moments (or ratios between two moments) timed together. Dividing by the reference
+    corrects exactly when it is 1 and over-corrects below 1. None with fewer than three points or a reference
+    whose log time spread less than ``MIN_REFERENCE_SPREAD``."""
+    reference = np.log(np.asarray(reference_ms, float))
+    if len(reference) < 3 or np.ptp(reference) < MIN_REFERENCE_SPREAD:
+        return None
+    return float(np.polyfit(reference, np.log(np.asarray(candidate_ms, float)), 1)[0])
 
 
 def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
