@@ -6,7 +6,9 @@ any calibration one) of random MobileLLM-Flash candidates on ``executorch-xnnpac
 the held-out set at the end for the noise floor, fits every predictor per phase and prints one row per
 predictor and phase. Targets (issue 3), with at most 64 calibration architectures: within +-10% >= 95%
 and Kendall tau >= 0.9 on the random held-out split for prefill and decode; the best predictor's
-MAPE within 1.5x the noise floor.
+MAPE within 1.5x the noise floor. The drift correction's exponent is fitted per phase on the calibration rows
+alone (``drift_exponent``), and every latency scored, held-out and re-measured ones included, is converted to it;
+the report also says what dividing by the reference (exponent 1) would have given.
 
 ``--save FILE`` keeps every measurement (JSON); ``--from FILE`` fits and scores the predictors on saved
 measurements without touching the device, so a change to the predictors can be compared on the same data.
@@ -40,6 +42,7 @@ from latency_models.calibration import (
     evaluate_predictors,
 )
 from latency_models.device_profile import measure_peaks
+from latency_models.drift_exponent import FULL, at_exponent, describe
 from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import elasticity, noise_floor
@@ -259,6 +262,25 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     )
 
 
+def dividing_verdict(
+    phase: str,
+    train: list[dict[str, Any]],
+    measurements: Measurements,
+    held_out: list[dict[str, Any]],
+    out_of_range: list[dict[str, Any]],
+) -> str:
+    """What the same rows give when every latency divides by the reference (exponent 1, as before it was fitted)."""
+    reports = evaluate_predictors(train, measurements.peaks, held_out, out_of_range or None, fit_drift=False)
+    best = min(reports, key=lambda r: r.metrics["random"]["mape"])
+    rnd = best.metrics["random"]
+    pairs = noise_pairs(measurements, phase, FULL)
+    floor = noise_floor(pairs[:, 0], pairs[:, 1])["mape"] if len(pairs) > 1 else float("nan")
+    return (
+        f"{phase} dividing by the reference instead: best {best.name}: MAPE {rnd['mape']:.2f}%, within ±10% "
+        f"{rnd['within_10']:.0%}, tau {rnd['kendall_tau']:.3f}, noise floor {floor:.2f}%"
+    )
+
+
 def drift_elasticity(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[float, int] | None:
     """The ``metrics.elasticity`` of the drift-corrected noise pairs: each candidate's raw second / first time on
     its reference's, and how many pairs there were; None where it is (too few pairs, a reference that barely
@@ -271,20 +293,43 @@ def drift_elasticity(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tupl
     return None if slope is None else (slope, len(usable))
 
 
+def noise_pairs(measurements: Measurements, phase: str, exponent: float) -> np.ndarray:
+    """The (first, again) medians of the re-measured held-out candidates of ``phase`` at the drift ``exponent``
+    the predictors were fitted with (as timed, in files saved before the pairs' drift was kept)."""
+    pairs = np.array(measurements.noise[phase], float).reshape(-1, 2)
+    timing = measurements.noise_timing.get(phase)
+    if not timing:
+        return pairs
+    return np.array(
+        [
+            [
+                at_exponent({"median_ms": ms, "extra": fields}, exponent)["median_ms"]
+                for ms, fields in zip(pair, how, strict=True)
+            ]
+            for pair, how in zip(pairs, timing, strict=True)
+        ]
+    ).reshape(-1, 2)
+
+
 def report(measurements: Measurements) -> None:
-    """Fit every predictor per phase and print the metrics table, the verdicts and what measuring cost."""
+    """Fit every predictor per phase (the drift exponent first, on the calibration rows alone) and print the
+    metrics table, the verdicts, what dividing by the reference would have given, and what measuring cost."""
     table = metrics_table("Latency predictors on executorch-xnnpack (local-cpu, 1 thread)")
     verdicts = []
     for phase in PHASES:
         train = [r for r in measurements.calibration if r["phase"] == phase]
         held_phase = [r for r in measurements.held_out if r["phase"] == phase]
         oor_phase = [r for r in measurements.out_of_range if r["phase"] == phase]
-        pairs = np.array(measurements.noise[phase], float).reshape(-1, 2)
-        noise = noise_floor(pairs[:, 0], pairs[:, 1]) if len(pairs) > 1 else None
         if len(train) < 3:
             verdicts.append(f"{phase}: only {len(train)} stable calibration measurements; nothing to fit")
             continue
         reports = evaluate_predictors(train, measurements.peaks, held_phase or None, oor_phase or None)
+        drift = reports[0].drift
+        pairs = noise_pairs(measurements, phase, drift.exponent)
+        noise = noise_floor(pairs[:, 0], pairs[:, 1]) if len(pairs) > 1 else None
+        verdicts.append(describe(phase, drift.as_metrics()))
+        if drift.exponent != FULL and held_phase:
+            verdicts.append(dividing_verdict(phase, train, measurements, held_phase, oor_phase))
         for one in reports:
             metrics = {**one.metrics, "noise_floor": noise}
             add_metrics_row(table, phase, one.name, one.selected, one.n_train, metrics, one.cv_mape)

@@ -17,6 +17,7 @@ import optuna
 import pandas as pd
 from sklearn.base import clone
 
+from latency_models.drift_exponent import FULL, ExponentFit, fit_exponent, rows_at_exponent
 from latency_models.features import phase_features
 from latency_models.measure import PHASES
 from latency_models.metrics import accuracy, out_of_range_split
@@ -200,7 +201,8 @@ class PredictorReport:
 
     ``held_out`` holds one dict per scored point (``arch_hash``, ``shape``, ``split`` "random" or
     "out_of_range", ``measured_ms``, ``predicted_ms``): parity plots and error histograms are
-    drawn from it, and the verification stage compares its real errors to these.
+    drawn from it, and the verification stage compares its real errors to these. Every latency behind
+    them, trained on or scored, is at ``drift.exponent`` (``drift_exponent``).
     """
 
     name: str
@@ -210,6 +212,7 @@ class PredictorReport:
     metrics: dict[str, dict[str, float]]
     n_train: int
     held_out: list[dict[str, Any]] = field(default_factory=list)
+    drift: ExponentFit = field(default_factory=lambda: ExponentFit(FULL, 0, reason="not fitted"))
 
 
 def _scored(
@@ -236,6 +239,7 @@ def evaluate_predictors(
     out_of_range: list[dict[str, Any]] | None = None,
     oor_fraction: float = 0.25,
     features: FeatureSet | None = None,
+    fit_drift: bool = True,
 ) -> list[PredictorReport]:
     """Fit every predictor on ``train`` (one phase) and score it on a random and an out-of-range split.
 
@@ -244,8 +248,15 @@ def evaluate_predictors(
     the model fitted on the other folds); without explicit out-of-range rows the largest
     ``oor_fraction`` of ``train`` (by parameter count) is held out and the rest trained on.
     The roofline is left out when ``peaks`` is None (it has nothing to compute with). ``features``:
-    another family's (default MobileLLM's).
+    another family's (default MobileLLM's). With ``fit_drift``, the drift correction's exponent is first
+    fitted on ``train`` alone (``drift_exponent.fit_exponent``) and every row, trained on or scored, is
+    converted to it; without, rows keep the exponent they were timed with.
     """
+    drift = fit_exponent(train, features) if fit_drift else ExponentFit(FULL, 0, reason="not fitted")
+    if fit_drift:
+        train, held_out, out_of_range = (
+            rows_at_exponent(rows, drift.exponent) for rows in (train, held_out, out_of_range)
+        )
     X, y = training_data(train, features)
     fitted: list[tuple[str, LatencyPredictor, np.ndarray]] = []
     for name in PREDICTORS:
@@ -279,6 +290,7 @@ def evaluate_predictors(
                 {"random": random_split[0], "out_of_range": range_split[0]},
                 len(train),
                 random_split[1] + range_split[1],
+                drift,
             )
         )
     return reports

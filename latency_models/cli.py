@@ -188,6 +188,7 @@ def calibrate(
 
     from hilnas.settings import get_settings
     from latency_models.device_calibration import calibrate_device
+    from latency_models.drift_exponent import describe
     from latency_models.measurer import DeviceMeasurer
     from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 
@@ -223,6 +224,8 @@ def calibrate(
             add_metrics_row(table, phase, report.name, report.selected, report.n_train, metrics, report.cv_mape)
     console.print(table)
     console.print(LEGEND)
+    for phase, reports in outcome.reports.items():
+        console.print(describe(phase, reports[0].drift.as_metrics()))
     peaks = outcome.peaks
     console.print(f"Device peaks: {peaks['peak_gflops']:.1f} GFLOP/s, {peaks['bandwidth_gbs']:.1f} GB/s.")
 
@@ -230,6 +233,7 @@ def calibrate(
 @app.command("report")
 def report(device: DeviceOption = None, db_url: DbOption = None) -> None:
     """The newest stored predictors per device, backend and phase, with their accuracy."""
+    from latency_models.drift_exponent import describe
     from latency_models.storage import list_predictors
     from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 
@@ -254,4 +258,7 @@ def report(device: DeviceOption = None, db_url: DbOption = None) -> None:
                     record["cv_mape"],
                 )
         console.print(table)
+        for (d, b, phase, _), record in sorted(newest.items()):
+            if (d, b) == (dev, backend) and record["selected"]:
+                console.print(describe(phase, record["metrics"].get("drift_exponent")))
     console.print(LEGEND)

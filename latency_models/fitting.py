@@ -31,8 +31,10 @@ def fit_predictors(
     *,
     phases: tuple[str, ...] = PHASES,
     features: FeatureSet | None = None,
+    fit_drift: bool = True,
 ) -> dict[str, list[PredictorReport]]:
-    """Every predictor fitted and scored per phase on the stable ``rows``; nothing is stored.
+    """Every predictor fitted and scored per phase on the stable ``rows`` (with the drift correction's exponent
+    fitted per phase first, unless ``fit_drift`` is False: ``calibration.evaluate_predictors``); nothing is stored.
 
     Unstable rows are left out (never silently used); every phase is checked before any fitting,
     so a shortfall in one phase costs no time fitting the other. Another family passes its
@@ -51,7 +53,10 @@ def fit_predictors(
                 f"Only {len(phase_rows)} stable {phase} measurements of {device} ({backend}) are available, "
                 f"{MIN_ROWS_PER_PHASE} are needed; measure more architectures (raise --budget)."
             )
-    return {phase: evaluate_predictors(phase_rows, peaks, features=features) for phase, phase_rows in by_phase.items()}
+    return {
+        phase: evaluate_predictors(phase_rows, peaks, features=features, fit_drift=fit_drift)
+        for phase, phase_rows in by_phase.items()
+    }
 
 
 def store_predictors(
@@ -62,7 +67,8 @@ def store_predictors(
     reports: dict[str, list[PredictorReport]],
     noise_floors: dict[str, dict | None] | None = None,
 ) -> dict[str, list[int]]:
-    """Store every fitted predictor with its metrics (plus the phase's noise floor) and held-out points."""
+    """Store every fitted predictor with its metrics (plus the phase's noise floor and the drift exponent its rows
+    were converted to, which the device is measured with from then on) and held-out points."""
     floors = noise_floors or {}
     ids: dict[str, list[int]] = {}
     for phase, phase_reports in reports.items():
@@ -74,7 +80,11 @@ def store_predictors(
                 phase=phase,
                 predictor=report.predictor,
                 n_measurements=report.n_train,
-                metrics={**report.metrics, "noise_floor": floors.get(phase)},
+                metrics={
+                    **report.metrics,
+                    "noise_floor": floors.get(phase),
+                    "drift_exponent": report.drift.as_metrics(),
+                },
                 cv_mape=report.cv_mape,
                 selected=report.selected,
                 held_out=report.held_out,
@@ -95,6 +105,7 @@ def fit_and_store(
     timing: str | None = None,
     phases: tuple[str, ...] = PHASES,
     features: FeatureSet | None = None,
+    fit_drift: bool = True,
 ) -> dict[str, list[PredictorReport]]:
     """Fit every predictor per phase on ``rows`` (default: every stable cached row of the device and
     backend), store each with its metrics and held-out predictions, and return the reports.
@@ -103,13 +114,13 @@ def fit_and_store(
     stored profile is used, and without one the roofline is left out. ``noise_floors`` per phase are
     stored beside each predictor's metrics. Raises ``UserError`` before storing anything when a
     phase has fewer than four stable rows. Without ``rows``, the store's rows timed as ``timing`` says (see
-    ``protocol.timing_label``; None: all). ``phases`` and ``features``: as ``fit_predictors``.
+    ``protocol.timing_label``; None: all). ``phases``, ``features`` and ``fit_drift``: as ``fit_predictors``.
     """
     if rows is None:
         rows = cache.load(db_url, device, backend, timing=timing)
     if peaks is None:
         peaks = storage.latest_profile(db_url, device)
-    reports = fit_predictors(rows, device, backend, peaks, phases=phases, features=features)
+    reports = fit_predictors(rows, device, backend, peaks, phases=phases, features=features, fit_drift=fit_drift)
     store_predictors(db_url, device=device, backend=backend, reports=reports, noise_floors=noise_floors)
     return reports
 

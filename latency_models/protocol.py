@@ -12,7 +12,8 @@ protocol alternates short blocks of the candidate with short blocks of a fixed r
 of work, see ``reference``) and
 keeps the ratio of each sample to its neighbouring reference block: a slowdown that hits both cancels.
 The latency reported is the median ratio times the reference's *baseline* (its typical time on this
-device, measured once and kept), so it stays in milliseconds, and the interval is that of the ratio.
+device, measured once and kept), so it stays in milliseconds, and the interval is that of the ratio. A candidate
+need not slow as much as its reference, so the ratio is raised to a fitted exponent (``drift_exponent``).
 
 Where a program lands in memory moves its time too: eight ExecuTorch decode graphs, each loaded five times in
 one process, moved by 7% on average from one load to the next, against 3% between two timings of one load. So a
@@ -108,11 +109,18 @@ BLOCK_WARMUP = 6
 
 @dataclass(frozen=True)
 class Reference:
-    """A fixed program timed in blocks between the candidate's, and its baseline time on this device (ms)."""
+    """A fixed program timed in blocks between the candidate's, its baseline time on this device (ms), and how
+    much of its slowdown a sample is corrected by: ``(baseline / reference block) ** exponent`` (see
+    ``drift_exponent``; 1 divides by the reference)."""
 
     run: Callable[[], Any]
     baseline_ms: float
     program: str | None = None  # the name in ``reference.PROGRAMS``, recorded on every row it corrected
+    exponent: float = 1.0
+
+    def correction(self, reference_ms: float) -> float:
+        """The factor a sample timed beside a reference block of ``reference_ms`` is multiplied by."""
+        return (self.baseline_ms / reference_ms) ** self.exponent
 
 
 @dataclass
@@ -188,7 +196,7 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
             _warm(run)
         for _ in range(min(BLOCK, config.max_repeats - len(samples))):
             raw.append(_timed_ms(run))
-            samples.append(raw[-1] if reference is None else raw[-1] / references[-1] * reference.baseline_ms)
+            samples.append(raw[-1] if reference is None else raw[-1] * reference.correction(references[-1]))
         if len(samples) < config.min_repeats:
             continue
         # Checking the interval costs ~0.1 ms, so it is done once per block.
@@ -280,8 +288,8 @@ def timing_label(config: ProtocolConfig) -> str:
 
 
 def drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float | str]:
-    """How a row was timed and, when drift-corrected, what by: the raw median and the reference's time against
-    its baseline."""
+    """How a row was timed and, when drift-corrected, what by: the raw median, the reference's time against
+    its baseline and the exponent of the correction."""
     if reference is None:
         return {"timing": "raw"}
     return {
@@ -290,6 +298,7 @@ def drift_fields(timing: Timing, reference: Reference | None) -> dict[str, float
         "reference_ms": timing.reference_median_ms,
         "reference_baseline_ms": reference.baseline_ms,
         "drift": timing.reference_median_ms / reference.baseline_ms,
+        "drift_exponent": reference.exponent,
         **({"reference_program": reference.program} if reference.program else {}),
     }
 

@@ -198,11 +198,13 @@ def drift_reference(
     kind: str = "prefill",
     exporter: ExportPool | None = None,
     baseline_span_s: float | None = None,
+    exponent: float = 1.0,
 ) -> Reference | None:
     """The reference program of ``kind`` ("prefill": compute-bound, "decode": memory-bound) ready to time in
     blocks beside a candidate's on ``device``, with its agreed baseline (None when the protocol measures
     without one). With ``exporter``, its workers export the program (once per process) and this process only
-    loads it. ``baseline_span_s``: see ``measure_baseline`` (used only when no baseline is known yet)."""
+    loads it. ``baseline_span_s``: see ``measure_baseline`` (used only when no baseline is known yet).
+    ``exponent``: how much of the reference's slowdown is taken out (``drift_exponent.device_exponent``)."""
     if not protocol.drift_reference:
         return None
     program = _program(backend, protocol.threads, kind, exporter)
@@ -213,4 +215,4 @@ def drift_reference(
             if db_url is not None
             else measure_baseline(program, protocol, baseline_span_s)
         )
-    return Reference(run=program.run, baseline_ms=_baselines[key], program=PROGRAMS[kind])
+    return Reference(run=program.run, baseline_ms=_baselines[key], program=PROGRAMS[kind], exponent=exponent)

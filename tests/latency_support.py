@@ -57,3 +57,17 @@ def simulated_rows(n: int, seed: int = 0, noise: float = 0.02) -> list[dict[str,
                 }
             )
     return rows
+
+
+def drifting(rows: list[dict[str, Any]], elasticity: float, seed: int = 0) -> list[dict[str, Any]]:
+    """``rows`` as the protocol would store them on a host whose speed wanders: each measured while its drift
+    reference ran 0.9-1.45x its baseline, the candidate slowing only ``elasticity`` as much (log-log), and the
+    stored latency divided by the reference's drift (exponent 1, ``drift_exponent.FULL``)."""
+    rng = np.random.default_rng(seed)
+    drifted = []
+    for row in rows:
+        drift = float(rng.uniform(0.9, 1.45))
+        raw = row["median_ms"] * drift**elasticity
+        extra = {"timing": "drift-corrected", "raw_median_ms": raw, "drift": drift, "drift_exponent": 1.0}
+        drifted.append({**row, "median_ms": raw / drift, "extra": extra})
+    return drifted

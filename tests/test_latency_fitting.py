@@ -38,6 +38,8 @@ def test_fit_and_store_keeps_held_out_points_and_predicts_with_the_selected_one(
     assert len(records) == len(PHASES) * len(PREDICTORS)
     assert all(r["n_measurements"] == n_archs for r in records)  # the unstable row is never used
     assert [r["metrics"]["noise_floor"] for r in records if r["phase"] == "decode"] == [None] * len(PREDICTORS)
+    # Rows timed without a drift reference: no exponent to fit, and the device keeps dividing.
+    assert {r["metrics"]["drift_exponent"]["reason"] for r in records} == {"0 drift-corrected rows (< 8)"}
     measured = {(r["arch_hash"], r["phase"]): r["median_ms"] for r in rows}
     for phase, phase_reports in reports.items():
         assert sum(r.selected for r in phase_reports) == 1

@@ -46,7 +46,7 @@ else:
     rows = []
     for record in records.itertuples():
         for split, scores in (record.metrics or {}).items():
-            if scores is None:  # no noise floor was measured for this fit
+            if not scores or "mape" not in scores:  # no noise floor measured for this fit, or not a split
                 continue
             rows.append(
                 {

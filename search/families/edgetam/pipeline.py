@@ -312,6 +312,9 @@ class EdgeTAMPipeline:
             rows=rows,
             phases=phases,
             features=EDGETAM_FEATURES,
+            # its components are timed beside one reference at the full exponent (``drift_exponent``), so its
+            # predictors are fitted on rows as they were timed
+            fit_drift=False,
         )
         selected = {}
         for phase in phases:

@@ -156,29 +156,36 @@ class MobileLLMFlashFamily(Family):
 
     def measure(self, params: dict[str, Any], device: str, context: TrialContext) -> Evaluation:
         """Prefill and decode latency on ``device``: from the store when already measured, else on the device
-        (exported by this process's export workers when the backend writes programs, then timed here)."""
+        (exported by this process's export workers when the backend writes programs, then timed here). Either
+        way at the drift exponent the device's predictors were fitted with (``drift_exponent``), so that
+        measured and predicted latencies compare."""
         from latency_models.backends import get_backend
+        from latency_models.drift_exponent import at_exponent
         from latency_models.export_pool import exporter, flash_jobs
         from latency_models.measure import PHASES, measure_architecture, phase_shape
         from latency_models.reference import drift_reference, reference_kind
 
         arch, workload = self.candidate(params)
+        db_url = context.db_url or get_settings().db_url
+        exponents = self._drift_exponents(db_url, device)
         rows: dict[str, dict[str, Any]] = {}
         if self.options.use_cache:
-            rows = self._cached(context.db_url or get_settings().db_url, arch, workload, device, PHASES)
+            rows = self._cached(db_url, arch, workload, device, PHASES)
+            rows = {phase: at_exponent(row, exponents[phase]) for phase, row in rows.items()}
         artifacts: list[dict[str, Any]] = []
         missing = tuple(phase for phase in PHASES if phase not in rows)
         if missing:
             backend = get_backend(self.options.backend)
             protocol = self.options.protocol
-            db_url = context.db_url or get_settings().db_url
             workdir = Path(context.artifact_dir) / f"trial-{context.trial_number}"
             pool = exporter(backend, protocol.threads, self.options.export_workers)
             if pool is not None:
                 pool.submit(workdir, flash_jobs(arch, workload, workdir, missing))
             # each phase beside the reference that drifts as it does (a decode step: the rung nearest its size)
             references = {
-                phase: drift_reference(backend, device, protocol, db_url, reference_kind(phase, arch), pool)
+                phase: drift_reference(
+                    backend, device, protocol, db_url, reference_kind(phase, arch), pool, exponent=exponents[phase]
+                )
                 for phase in missing
             }
             exported = pool.take(workdir, missing) if pool is not None else None
@@ -199,6 +206,16 @@ class MobileLLMFlashFamily(Family):
         cached = [phase for phase in PHASES if phase not in missing]
         info = {"cached_phases": cached, "shapes": {p: phase_shape(workload, p) for p in PHASES}}
         return Evaluation(metrics=metrics, measurements=list(rows.values()), artifacts=artifacts, info=info)
+
+    def _drift_exponents(self, db_url: str, device: str) -> dict[str, float]:
+        """Per phase, the drift exponent of the device's selected predictor (``FULL`` when no store answers)."""
+        from latency_models.drift_exponent import FULL, device_exponent
+        from latency_models.measure import PHASES
+
+        try:
+            return {phase: device_exponent(db_url, device, self.options.backend, phase) for phase in PHASES}
+        except UserError:  # no reachable store from this node: measure as before any predictor was fitted
+            return dict.fromkeys(PHASES, FULL)
 
     def _cached(
         self, db_url: str, arch: ArchConfig, workload: Workload, device: str, phases: tuple[str, ...]
