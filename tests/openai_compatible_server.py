@@ -49,7 +49,7 @@ class ServerState:
     script: deque[Scripted] = field(default_factory=deque)
     default: Callable[[dict[str, Any]], Scripted] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # per request, names lowercased
 
 
 def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
@@ -60,7 +60,8 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             state.requests.append(body)
-            state.headers.append(dict(self.headers))
+            # header names are case-insensitive (openai 3.x sends "authorization"): kept lowercased
+            state.headers.append({name.lower(): value for name, value in self.headers.items()})
             if state.script:
                 answer = state.script.popleft()
             elif state.default is not None:

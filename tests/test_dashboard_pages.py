@@ -262,6 +262,10 @@ def test_latency_page_plots_held_out_points_of_each_predictor(seeded_store: dict
     drift = chart(app, "latency.drift")["data"][0]
     assert values(drift["y"]) == [1.12]  # the reference ran 12% slow
     assert "mobilellm-decode-d128-l2-v2048-kv128" in drift["name"]  # marked by the program it timed
+    # Each phase says which drift exponent its predictors were fitted at (these rows carry no drift: dividing).
+    exponents = [c.value for c in app.caption if "drift exponent" in c.value]
+    assert sorted(line.split(":")[0] for line in exponents) == sorted(latency_fits)
+    assert all("0 drift-corrected rows" in line for line in exponents)
     for phase, reports in latency_fits.items():
         selected = next(r for r in reports if r.selected)
         # The predictor chosen by cross-validation is shown first, with every one of its held-out points.

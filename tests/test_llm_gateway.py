@@ -38,7 +38,7 @@ def test_completion_sends_temperature_zero_and_accounts_tokens_and_cost() -> Non
     price = litellm.model_cost["gpt-4o-mini"]
     expected = 1000 * price["input_cost_per_token"] + 200 * price["output_cost_per_token"]
     assert reply.call.cost_usd == pytest.approx(expected)
-    assert state.headers[0]["Authorization"] == f"Bearer {SECRET}"
+    assert state.headers[0]["authorization"] == f"Bearer {SECRET}"
 
 
 def test_unknown_model_price_is_unknown_not_zero_and_a_configured_price_is_used() -> None:

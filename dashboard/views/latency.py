@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import data, figures, ui
+from latency_models.drift_exponent import describe
 
 SCORE_KEYS = ("mape", "rmspe", "p90_ape", "within_5", "within_10", "kendall_tau", "n")
 
@@ -104,6 +105,11 @@ else:
             "within_10": st.column_config.NumberColumn(format="percent"),
         },
     )
+    newest_selected = records[
+        (records["device"] == device) & (records["backend"] == backend) & records["selected"].astype(bool)
+    ].sort_values("id")
+    for record in newest_selected.drop_duplicates("phase", keep="last").itertuples():
+        st.caption(describe(record.phase, (record.metrics or {}).get("drift_exponent")))
     with st.expander(f"All fitted predictors ({len(records)})"):
         st.dataframe(records.drop(columns=["metrics", "held_out"], errors="ignore"), hide_index=True, width="stretch")
 
