@@ -1,10 +1,10 @@
 """How much of the drift reference's slowdown to take out of a candidate: the correction's exponent, fitted.
 
 The protocol divides each sample of a candidate by its neighbouring reference block (``protocol``). That assumes
-the candidate slows exactly as much as its reference in a slow moment. On the development host it slowed less:
-over 24 held-out candidates measured twice, 25 minutes apart, the log-log slope of the candidate's raw time on its
-reference's was 0.43 for prefill and 0.24 for decode, so dividing over-corrected the measurements taken in slow
-moments (decode steps first timed with the reference 1.2-1.4x its baseline re-measured 9% higher on average).
+the candidate slows exactly as much as its reference in a slow moment. On some days of the development host it
+slowed less: decode steps first timed with the reference 1.2-1.4x its baseline re-measured 9% higher on average,
+so dividing had over-corrected them. On others calibration rows showed an elasticity of 0.92 ± 0.09 (prefill) and
+1.02 ± 0.14 (decode): dividing was right. So the exponent is estimated, not assumed.
 
 So a drift-corrected latency is ``raw * (baseline / reference) ** exponent`` with an exponent per device, backend
 and phase between 0 (raw) and 1 (full division). Each row records the exponent it was timed with (1 before this
