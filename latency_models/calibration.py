@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 from sklearn.base import clone
 
-from latency_models.drift_exponent import FULL, ExponentFit, fit_exponent, rows_at_exponent
+from latency_models.drift_exponent import NOT_FITTED, ExponentFit, fit_exponent, rows_at_exponent
 from latency_models.features import phase_features
 from latency_models.measure import PHASES
 from latency_models.metrics import accuracy, out_of_range_split
@@ -212,7 +212,7 @@ class PredictorReport:
     metrics: dict[str, dict[str, float]]
     n_train: int
     held_out: list[dict[str, Any]] = field(default_factory=list)
-    drift: ExponentFit = field(default_factory=lambda: ExponentFit(FULL, 0, reason="not fitted"))
+    drift: ExponentFit = NOT_FITTED
 
 
 def _scored(
@@ -252,8 +252,9 @@ def evaluate_predictors(
     fitted on ``train`` alone (``drift_exponent.fit_exponent``) and every row, trained on or scored, is
     converted to it; without, rows keep the exponent they were timed with.
     """
-    drift = fit_exponent(train, features) if fit_drift else ExponentFit(FULL, 0, reason="not fitted")
+    drift = NOT_FITTED
     if fit_drift:
+        drift = fit_exponent(train, features)
         train, held_out, out_of_range = (
             rows_at_exponent(rows, drift.exponent) for rows in (train, held_out, out_of_range)
         )

@@ -79,6 +79,10 @@ class ExponentFit:
         return asdict(self)
 
 
+#: What a fit that was not asked for reports (``calibration.evaluate_predictors(fit_drift=False)``).
+NOT_FITTED = ExponentFit(FULL, 0, reason="not fitted")
+
+
 def describe(phase: str, fitted: dict[str, Any] | None) -> str:
     """One sentence on the exponent a phase's rows were converted to (``ExponentFit.as_metrics``, as stored)."""
     if fitted is None:
@@ -121,7 +125,7 @@ def fit_exponent(rows: list[dict[str, Any]], features: FeatureSet | None = None)
     return ExponentFit(round(min(max(elasticity, 0.0), FULL), 2), n, elasticity, stderr)
 
 
-#: Rounds of ``fit_exponent``'s fixed-point search (on simulated rows it settles within 0.01 in three or four).
+#: Rounds of ``fit_exponent``'s fixed-point search at most (it stops once b moves by less than 0.01).
 ROUNDS = 5
 
 
