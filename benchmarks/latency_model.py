@@ -46,6 +46,7 @@ from latency_models.drift_exponent import FULL, at_exponent, describe
 from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import elasticity, noise_floor
+from latency_models.predictors import cache_knee, describe_cache_knee
 from latency_models.protocol import ProtocolConfig, Reference, drift_fields, measure_prepared
 from latency_models.reference import drift_reference, export_reference, reference_kind
 from latency_models.tables import LEGEND, add_metrics_row, metrics_table
@@ -333,6 +334,8 @@ def report(measurements: Measurements) -> None:
         for one in reports:
             metrics = {**one.metrics, "noise_floor": noise}
             add_metrics_row(table, phase, one.name, one.selected, one.n_train, metrics, one.cv_mape)
+        chosen = next(r for r in reports if r.selected)
+        verdicts.append(f"{describe_cache_knee(phase, cache_knee(chosen.predictor))} ({chosen.name})")
         best = min(reports, key=lambda r: r.metrics["random"]["mape"])
         rnd = best.metrics["random"]
         floor = noise["mape"] if noise else float("nan")  # nan when too few re-measurements

@@ -234,6 +234,7 @@ def calibrate(
 def report(device: DeviceOption = None, db_url: DbOption = None) -> None:
     """The newest stored predictors per device, backend and phase, with their accuracy."""
     from latency_models.drift_exponent import describe
+    from latency_models.predictors import describe_cache_knee
     from latency_models.storage import list_predictors
     from latency_models.tables import LEGEND, add_metrics_row, metrics_table
 
@@ -261,4 +262,5 @@ def report(device: DeviceOption = None, db_url: DbOption = None) -> None:
         for (d, b, phase, _), record in sorted(newest.items()):
             if (d, b) == (dev, backend) and record["selected"]:
                 console.print(describe(phase, record["metrics"].get("drift_exponent")))
+                console.print(describe_cache_knee(phase, record["metrics"].get("cache_knee")))
     console.print(LEGEND)

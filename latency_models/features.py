@@ -3,6 +3,10 @@
 The counts follow ``model.py`` exactly (e.g. a local layer's prefill costs O(T * window) through
 chunking; a local layer's decode reads at most window - 1 cached keys), so that a predictor sees
 the work the graph really does. Weights are float32 (4 bytes).
+
+``streamed_bytes`` is what one call must read from wherever it lives: every executed layer's weights,
+the head's and the KV cache. Once it outgrows what the caches hold for the process, each further byte
+comes from main memory and costs more (the layerwise model's cache knee).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ def phase_features(arch: ArchConfig, workload: Workload, phase: str) -> dict[str
     c, d = arch.dim, arch.head_dim
     work = {f"{kind}_{unit}": 0.0 for kind in KINDS for unit in ("flops", "bytes")}
     counts = {"n_full": 0, "n_local": 0, "n_skip": 0, "softmax_elems": 0.0, "kv_bytes": 0.0}
+    weight_bytes = BYTES * c * arch.vocab_size  # the head's
     for layer in arch.executed_layers():
         f = layer.ffn_dim
+        weight_bytes += BYTES * 3 * c * f
         work["ffn_flops"] += 2 * t * 3 * c * f
         work["ffn_bytes"] += BYTES * (3 * c * f + t * (2 * c + 3 * f))
         work["norm_flops"] += 4 * t * c
@@ -46,6 +52,7 @@ def phase_features(arch: ArchConfig, workload: Workload, phase: str) -> dict[str
             counts["n_skip"] += 1
             continue
         q_width, kv_width = layer.n_heads * d, layer.n_kv_heads * d
+        weight_bytes += BYTES * c * (2 * q_width + 2 * kv_width)
         work["attn_proj_flops"] += 2 * t * c * (2 * q_width + 2 * kv_width)
         work["attn_proj_bytes"] += BYTES * (c * (2 * q_width + 2 * kv_width) + t * (2 * c + 2 * q_width + 2 * kv_width))
         work["norm_flops"] += 4 * t * c
@@ -69,6 +76,7 @@ def phase_features(arch: ArchConfig, workload: Workload, phase: str) -> dict[str
         **{k: float(v) for k, v in counts.items()},
         "flops": float(flops),
         "bytes": float(bytes_moved),
+        "streamed_bytes": float(weight_bytes + counts["kv_bytes"]),
         "n_layers": float(arch.depth),
         "n_attention": float(counts["n_full"] + counts["n_local"]),
         "dim": float(c),

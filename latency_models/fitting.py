@@ -16,7 +16,7 @@ from latency_models import cache, storage
 from latency_models.calibration import PredictorReport, evaluate_predictors
 from latency_models.features import phase_features
 from latency_models.measure import PHASES
-from latency_models.predictors import FeatureSet
+from latency_models.predictors import FeatureSet, cache_knee
 from search.families.mobilellm_flash.space import ArchConfig, Workload
 
 #: Fewer stable rows than this leave cross-validation and the out-of-range split without a test point.
@@ -67,8 +67,8 @@ def store_predictors(
     reports: dict[str, list[PredictorReport]],
     noise_floors: dict[str, dict | None] | None = None,
 ) -> dict[str, list[int]]:
-    """Store every fitted predictor with its metrics (plus the phase's noise floor and the drift exponent its rows
-    were converted to, which the device is measured with from then on) and held-out points."""
+    """Store every fitted predictor with its metrics (plus the phase's noise floor, the drift exponent its rows
+    were converted to, which the device is measured with from then on, and its cache knee) and held-out points."""
     floors = noise_floors or {}
     ids: dict[str, list[int]] = {}
     for phase, phase_reports in reports.items():
@@ -84,6 +84,7 @@ def store_predictors(
                     **report.metrics,
                     "noise_floor": floors.get(phase),
                     "drift_exponent": report.drift.as_metrics(),
+                    "cache_knee": cache_knee(report.predictor),
                 },
                 cv_mape=report.cv_mape,
                 selected=report.selected,

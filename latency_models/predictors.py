@@ -11,7 +11,9 @@ From simplest to richest:
 - ``layerwise``: nn-Meter-style additive model: every layer's latency is a non-negative linear
   function of its own work (projection, attention-score, FFN FLOPs, KV bytes, a per-layer cost by
   attention mode) and the model's latency is their sum plus the head. The block coefficients are
-  fitted jointly from end-to-end latencies (blocks are not timed in isolation).
+  fitted jointly from end-to-end latencies (blocks are not timed in isolation). One term is not
+  additive: the bytes a call streams beyond a cache knee (chosen by cross-validation), which come from
+  main memory instead of the caches.
 - ``boosted-trees`` and ``gaussian-process``: the layerwise model corrected by a learned model of
   its log-ratio error on log features; both report an uncertainty (spread of a bagged ensemble,
   GP posterior std), which calibration uses to choose what to measure next. Far outside the
@@ -74,6 +76,20 @@ LOG_COLUMNS = [
 ]
 
 
+#: Cache knees (MiB) the layerwise model chooses from by cross-validation. On the shared 2-core EPYC
+#: host (1 MiB L2 per core, 32 MiB L3 shared with other tenants) decode steps streaming more than about
+#: 10 MiB ran 20-37% slower than the additive model predicted; a hinge at 10 MiB took the layerwise
+#: model's cross-validated decode MAPE from 11.0% to 7.1% on one benchmark run's calibration rows.
+CACHE_KNEES_MIB = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0)
+#: Fewer training rows than this leave the cache knee out: an extra term is not worth fitting on them.
+MIN_ROWS_FOR_KNEE = 12
+#: A knee is taken only when it cuts the cross-validated MAPE by at least this share and this many points:
+#: choosing among ten knees finds a slightly better score on rows without one too (prefill's on this host:
+#: 4.73% to 4.68%; decode's: 10.8-11.0% to 6.2-7.1%).
+KNEE_MIN_GAIN = 0.05
+KNEE_MIN_GAIN_POINTS = 0.1
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """What a family's architectures look like to the predictors: how measurement rows become a feature
@@ -90,6 +106,7 @@ class FeatureSet:
     log: tuple[str, ...]
     kinds: tuple[str, ...]
     counts: tuple[str, ...] = ()  # units of work with a fixed cost each (layers, operators): flops-layers' terms
+    footprint: str | None = None  # bytes one call streams, for the layerwise cache knee (None: no knee)
 
 
 def _columns(features: FeatureSet | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -102,6 +119,11 @@ def _columns(features: FeatureSet | None) -> tuple[tuple[str, ...], tuple[str, .
 def _count_columns(features: FeatureSet | None) -> tuple[str, ...]:
     """The fixed-cost counts of ``features``, MobileLLM's (layers, attention sub-blocks) when None."""
     return tuple(COUNT_COLUMNS) if features is None else features.counts
+
+
+def _footprint_column(features: FeatureSet | None) -> str | None:
+    """The streamed-bytes column of ``features`` (MobileLLM's when None)."""
+    return "streamed_bytes" if features is None else features.footprint
 
 
 def _log_features(X: pd.DataFrame, features: FeatureSet | None) -> np.ndarray:
@@ -163,6 +185,11 @@ class FlopsLinearPredictor(LatencyPredictor):
         return self.model_.predict(X[["flops"]])
 
 
+def _relative_fit(terms: pd.DataFrame | np.ndarray, y: np.ndarray, intercept: bool = True) -> LinearRegression:
+    """Non-negative least squares on relative error (each row weighted by 1 / latency squared)."""
+    return LinearRegression(positive=True, fit_intercept=intercept).fit(terms, y, sample_weight=1.0 / y**2)
+
+
 class _PositiveLinear(LatencyPredictor):
     """Latency as a non-negative combination of some feature columns (``_terms``), fitted for relative error."""
 
@@ -177,13 +204,12 @@ class _PositiveLinear(LatencyPredictor):
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> _PositiveLinear:
         y = np.asarray(y, float)
         self.scale_ = self._terms(X).abs().max().replace(0, 1.0)
-        model = LinearRegression(positive=True, fit_intercept=self.intercept)
-        self.model_ = model.fit(self._terms(X) / self.scale_, y, sample_weight=1.0 / y**2)
+        self.model_ = _relative_fit(self._terms(X) / self.scale_, y, self.intercept)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Read the columns it was fitted on, so that a predictor stored before the terms changed still works."""
-        return np.maximum(self.model_.predict(X[self.scale_.index] / self.scale_), 1e-6)
+        return np.maximum(self.model_.predict(self._terms(X)[self.scale_.index] / self.scale_), 1e-6)
 
 
 class FlopsLayersPredictor(_PositiveLinear):
@@ -195,14 +221,88 @@ class FlopsLayersPredictor(_PositiveLinear):
 
 
 class LayerwisePredictor(_PositiveLinear):
+    """The additive model plus ``beyond_cache``: the streamed bytes over the cache knee, at their own cost.
+
+    ``cache_knee_mib`` "cv" chooses the knee from ``CACHE_KNEES_MIB`` (or none) by cross-validated MAPE on
+    the training rows; a number fixes it; None leaves the term out.
+    """
+
     name = "layerwise"
+    cache_knee_: float | None = None  # bytes; a class default so that predictors pickled before it load
+
+    def __init__(self, features: FeatureSet | None = None, cache_knee_mib: float | str | None = "cv") -> None:
+        self.features = features
+        self.cache_knee_mib = cache_knee_mib
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LayerwisePredictor:
+        self.cache_knee_ = self._knee(X, np.asarray(y, float))
+        return super().fit(X, y)
+
+    def _knee(self, X: pd.DataFrame, y: np.ndarray) -> float | None:
+        column = _footprint_column(self.features)
+        if column is None or self.cache_knee_mib is None:
+            return None
+        if self.cache_knee_mib != "cv":
+            return float(self.cache_knee_mib) * 2**20
+        if len(y) < MIN_ROWS_FOR_KNEE:
+            return None
+        # Knees outside the rows' span add nothing a bytes term does not (below) or nothing at all (above).
+        footprint = X[column].to_numpy(float)
+        knees = [k * 2**20 for k in CACHE_KNEES_MIB if footprint.min() < k * 2**20 < footprint.max()]
+        if not knees:
+            return None
+        additive = X[list(_columns(self.features)[0])].to_numpy(float)
+        folds = list(KFold(min(5, len(y)), shuffle=True, random_state=0).split(additive))
+
+        def cv_mape(knee: float | None) -> float:
+            """``out_of_fold``'s MAPE on plain arrays: one call per knee in every fit, so no pandas on the way."""
+            terms = additive if knee is None else np.column_stack([additive, np.maximum(0.0, footprint - knee)])
+            scale = np.abs(terms).max(axis=0)
+            terms = terms / np.where(scale > 0, scale, 1.0)
+            predicted = np.empty_like(y)
+            for train, test in folds:
+                predicted[test] = _relative_fit(terms[train], y[train]).predict(terms[test])
+            return 100 * float(np.mean(np.abs(np.maximum(predicted, 1e-6) / y - 1)))
+
+        scores = [cv_mape(knee) for knee in knees]
+        without = cv_mape(None)
+        best = int(np.argmin(scores))
+        needed = max(KNEE_MIN_GAIN * without, KNEE_MIN_GAIN_POINTS)
+        return knees[best] if scores[best] <= without - needed else None
 
     def _terms(self, X: pd.DataFrame) -> pd.DataFrame:
-        return X[list(_columns(self.features)[0])]
+        terms = X[list(_columns(self.features)[0])]
+        if self.cache_knee_ is None:
+            return terms
+        return terms.assign(beyond_cache=np.maximum(0.0, X[_footprint_column(self.features)] - self.cache_knee_))
+
+    @property
+    def cache_knee_mib_(self) -> float | None:
+        """The fitted knee in MiB (None: no cache term)."""
+        return None if self.cache_knee_ is None else self.cache_knee_ / 2**20
 
     def block_costs(self) -> dict[str, float]:
         """Milliseconds per unit of each additive term (per FLOP, per byte, per layer of a mode)."""
         return {col: float(c / s) for col, c, s in zip(self.scale_.index, self.model_.coef_, self.scale_, strict=True)}
+
+
+def cache_knee(predictor: LatencyPredictor) -> dict[str, float] | None:
+    """The cache knee a fitted predictor's layerwise model (itself or the one it corrects) took: ``mib`` and
+    ``ms_per_mib``, what each MiB streamed beyond it costs on top of the additive terms; None without one."""
+    layerwise = getattr(predictor, "base_", predictor)
+    if not isinstance(layerwise, LayerwisePredictor) or layerwise.cache_knee_ is None:
+        return None
+    return {"mib": layerwise.cache_knee_mib_, "ms_per_mib": layerwise.block_costs()["beyond_cache"] * 2**20}
+
+
+def describe_cache_knee(phase: str, knee: dict[str, float] | None) -> str:
+    """One sentence on a phase's cache knee (``cache_knee``, as stored)."""
+    if knee is None:
+        return f"{phase}: no cache knee (streamed bytes cost the same per byte at every size, by cross-validation)."
+    return (
+        f"{phase}: cache knee {knee['mib']:g} MiB (chosen by cross-validation): each MiB a call streams beyond it "
+        f"costs {knee['ms_per_mib']:.4f} ms on top of the additive terms."
+    )
 
 
 class _CorrectedLayerwise(LatencyPredictor):

@@ -16,6 +16,7 @@ from dashboard import data, figures
 from db.models import Artifact, Measurement, Trial
 from db.session import session_scope
 from hilnas.settings import get_settings
+from latency_models.predictors import cache_knee, describe_cache_knee
 from search.driver import SearchDriver
 from search.recorder import SearchRecorder, TrialOutcome
 from search.spec import SearchSpec, parse_spec
@@ -266,6 +267,11 @@ def test_latency_page_plots_held_out_points_of_each_predictor(seeded_store: dict
     exponents = [c.value for c in app.caption if "drift exponent" in c.value]
     assert sorted(line.split(":")[0] for line in exponents) == sorted(latency_fits)
     assert all("0 drift-corrected rows" in line for line in exponents)
+    # ... and which cache knee the selected predictor took (as its stored fit says).
+    knees = {c.value.split(":")[0]: c.value for c in app.caption if "cache knee" in c.value}
+    for phase, reports in latency_fits.items():
+        knee = cache_knee(next(r for r in reports if r.selected).predictor)
+        assert knees[phase] == describe_cache_knee(phase, knee)
     for phase, reports in latency_fits.items():
         selected = next(r for r in reports if r.selected)
         # The predictor chosen by cross-validation is shown first, with every one of its held-out points.

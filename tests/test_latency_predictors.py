@@ -87,6 +87,24 @@ def test_layerwise_prices_softmax_per_score_whatever_the_head_width(pool: list[C
     assert model.block_costs()["softmax_elems"] == pytest.approx(5e-5, rel=0.05)
 
 
+def test_layerwise_finds_the_cache_knee_of_a_device_whose_large_steps_stream_from_memory(
+    pool: list[Candidate],
+) -> None:
+    # Decode steps streaming more than 10 MiB pay 50 ms per further GB (main memory) on top of the additive
+    # device's 62.5 ms per GB of FFN weights: the knee chosen by cross-validation is that one, at that price.
+    X, y = frame(pool, "decode")
+    knee = 10 * 2**20
+    assert (X["streamed_bytes"] > knee).sum() >= 10 and (X["streamed_bytes"] < knee).sum() >= 10
+    y = y + 5e-8 * np.maximum(0.0, X["streamed_bytes"].to_numpy() - knee)
+    model = LayerwisePredictor().fit(X[:60], y[:60])
+    assert model.cache_knee_mib_ == 10.0
+    assert model.block_costs()["beyond_cache"] == pytest.approx(5e-8, rel=0.1)
+    assert accuracy(y[60:], model.predict(X[60:]))["mape"] < 1.0
+    additive_only = LayerwisePredictor(cache_knee_mib=None).fit(X[:60], y[:60])
+    assert "beyond_cache" not in additive_only.block_costs()
+    assert accuracy(y[60:], additive_only.predict(X[60:]))["mape"] > 3.0
+
+
 def test_a_fitted_layerwise_model_reads_the_columns_it_was_fitted_on(
     pool: list[Candidate], monkeypatch: pytest.MonkeyPatch
 ) -> None:

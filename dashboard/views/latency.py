@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import data, figures, ui
 from latency_models.drift_exponent import describe
+from latency_models.predictors import describe_cache_knee
 
 SCORE_KEYS = ("mape", "rmspe", "p90_ape", "within_5", "within_10", "kendall_tau", "n")
 
@@ -110,6 +111,7 @@ else:
     ].sort_values("id")
     for record in newest_selected.drop_duplicates("phase", keep="last").itertuples():
         st.caption(describe(record.phase, (record.metrics or {}).get("drift_exponent")))
+        st.caption(describe_cache_knee(record.phase, (record.metrics or {}).get("cache_knee")))
     with st.expander(f"All fitted predictors ({len(records)})"):
         st.dataframe(records.drop(columns=["metrics", "held_out"], errors="ignore"), hide_index=True, width="stretch")
 
