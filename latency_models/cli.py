@@ -262,5 +262,6 @@ def report(device: DeviceOption = None, db_url: DbOption = None) -> None:
         for (d, b, phase, _), record in sorted(newest.items()):
             if (d, b) == (dev, backend) and record["selected"]:
                 console.print(describe(phase, record["metrics"].get("drift_exponent")))
-                console.print(describe_cache_knee(phase, record["metrics"].get("cache_knee")))
+                if "cache_knee" in record["metrics"]:  # absent from predictors stored before the knee existed
+                    console.print(describe_cache_knee(phase, record["metrics"]["cache_knee"]))
     console.print(LEGEND)

@@ -298,7 +298,10 @@ def cache_knee(predictor: LatencyPredictor) -> dict[str, float] | None:
 def describe_cache_knee(phase: str, knee: dict[str, float] | None) -> str:
     """One sentence on a phase's cache knee (``cache_knee``, as stored)."""
     if knee is None:
-        return f"{phase}: no cache knee (streamed bytes cost the same per byte at every size, by cross-validation)."
+        return (
+            f"{phase}: no cache knee: streamed bytes cost the same at every size (no knee beat none by "
+            f"cross-validation, or fewer than {MIN_ROWS_FOR_KNEE} rows to try one)."
+        )
     return (
         f"{phase}: cache knee {knee['mib']:g} MiB (chosen by cross-validation): each MiB a call streams beyond it "
         f"costs {knee['ms_per_mib']:.4f} ms on top of the additive terms."

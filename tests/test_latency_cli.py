@@ -100,3 +100,4 @@ def test_calibrate_in_process_then_report(tmp_path: Path) -> None:
     assert reported.returncode == 0, reported.stderr
     for name in PREDICTORS:
         assert reported.stdout.count(name) == 2  # one row per phase
+    assert reported.stdout.count("no cache knee") == 2  # four rows are too few to try one

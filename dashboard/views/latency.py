@@ -111,7 +111,8 @@ else:
     ].sort_values("id")
     for record in newest_selected.drop_duplicates("phase", keep="last").itertuples():
         st.caption(describe(record.phase, (record.metrics or {}).get("drift_exponent")))
-        st.caption(describe_cache_knee(record.phase, (record.metrics or {}).get("cache_knee")))
+        if "cache_knee" in (record.metrics or {}):  # absent from predictors stored before the knee existed
+            st.caption(describe_cache_knee(record.phase, record.metrics["cache_knee"]))
     with st.expander(f"All fitted predictors ({len(records)})"):
         st.dataframe(records.drop(columns=["metrics", "held_out"], errors="ignore"), hide_index=True, width="stretch")
 
