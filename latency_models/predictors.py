@@ -77,8 +77,8 @@ LOG_COLUMNS = [
 
 
 #: Cache knees (MiB) the layerwise model chooses from by cross-validation. On the shared 2-core EPYC
-#: host (1 MiB L2 per core, 32 MiB L3 shared with other tenants) decode steps streaming more than about
-#: 10 MiB ran 20-37% slower than the additive model predicted; a hinge at 10 MiB took the layerwise
+#: host (1 MiB L2 per core, 32 MiB L3 shared with other tenants) decode steps streaming more than 12 MB
+#: ran a median 23% slower than the additive model predicted; a hinge at 10 MiB took the layerwise
 #: model's cross-validated decode MAPE from 11.0% to 7.1% on one benchmark run's calibration rows.
 CACHE_KNEES_MIB = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0)
 #: Fewer training rows than this leave the cache knee out: an extra term is not worth fitting on them.
@@ -252,7 +252,7 @@ class LayerwisePredictor(_PositiveLinear):
         if not knees:
             return None
         additive = X[list(_columns(self.features)[0])].to_numpy(float)
-        folds = list(KFold(min(5, len(y)), shuffle=True, random_state=0).split(additive))
+        folds = list(KFold(5, shuffle=True, random_state=0).split(additive))  # as out_of_fold's
 
         def cv_mape(knee: float | None) -> float:
             """``out_of_fold``'s MAPE on plain arrays: one call per knee in every fit, so no pandas on the way."""
