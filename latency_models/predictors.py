@@ -255,14 +255,15 @@ class LayerwisePredictor(_PositiveLinear):
         folds = list(KFold(5, shuffle=True, random_state=0).split(additive))  # as out_of_fold's
 
         def cv_mape(knee: float | None) -> float:
-            """``out_of_fold``'s MAPE on plain arrays: one call per knee in every fit, so no pandas on the way."""
+            """``cross_validated_mape`` on plain arrays: it runs once per knee in every fit, and the pandas frames
+            and estimator clones of the general one cost ten times the fits themselves (0.65 s against 0.06-0.15 s)."""
             terms = additive if knee is None else np.column_stack([additive, np.maximum(0.0, footprint - knee)])
             scale = np.abs(terms).max(axis=0)
             terms = terms / np.where(scale > 0, scale, 1.0)
             predicted = np.empty_like(y)
             for train, test in folds:
                 predicted[test] = _relative_fit(terms[train], y[train]).predict(terms[test])
-            return 100 * float(np.mean(np.abs(np.maximum(predicted, 1e-6) / y - 1)))
+            return accuracy(y, np.maximum(predicted, 1e-6))["mape"]
 
         scores = [cv_mape(knee) for knee in knees]
         without = cv_mape(None)
@@ -300,7 +301,8 @@ def describe_cache_knee(phase: str, knee: dict[str, float] | None) -> str:
     if knee is None:
         return (
             f"{phase}: no cache knee: streamed bytes cost the same at every size (no knee beat none by "
-            f"cross-validation, or fewer than {MIN_ROWS_FOR_KNEE} rows to try one)."
+            f"cross-validation, fewer than {MIN_ROWS_FOR_KNEE} rows to try one, or a family without a "
+            "streamed-bytes feature)."
         )
     return (
         f"{phase}: cache knee {knee['mib']:g} MiB (chosen by cross-validation): each MiB a call streams beyond it "
