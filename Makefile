@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hilnas-installed
 # The CPU build of PyTorch: any looser pin would download the CUDA build (gigabytes).
 TORCH_PIN ?= torch==2.13.0
+# The suite spends much of its time waiting (processes and Ray instances starting, searches polled), so two
+# pytest-xdist workers halve its wall time on a 2-core machine; each worker starts its own local Ray instance.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test lint dashboard clean
 
@@ -23,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/hilnas demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ the cluster only listens on 127.0.0.1 and lives for one test module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,6 +52,14 @@ def cluster_environment() -> dict[str, str]:
         "RAY_AUTH_MODE": "disabled",
         **FAST_HEALTH_CHECKS,
     }
+
+
+class NodeExited(RuntimeError):
+    """A node's ``ray start`` process ended while the cluster waited for something."""
+
+    def __init__(self, name: str, log_tail: str) -> None:
+        super().__init__(f"ray start for {name} exited: {log_tail}")
+        self.name = name
 
 
 @dataclass
@@ -101,14 +110,18 @@ class LocalCluster:
         return self
 
     def add_node(self, name: str, num_cpus: int, resources: dict[str, float]) -> Node:
-        """A worker node offering ``resources``; returns once the cluster sees it alive."""
-        self._launch(
-            name,
-            [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"],
-            free_ports(NODE_PORTS),
-        )
-        self.nodes[name].node_id = self._wait_for_node(name)
-        return self.nodes[name]
+        """A worker node offering ``resources``; returns once the cluster sees it alive.
+
+        A ``ray start`` that gives up during startup is started once more, on fresh ports: Ray waits a fixed 30 s
+        for a new raylet to register with the GCS, which a loaded 2-core machine has exceeded (seen in CI)."""
+        try:
+            return self._start_node(name, num_cpus, resources)
+        except NodeExited as exited:
+            if exited.name != name:
+                raise
+            with contextlib.suppress(ProcessLookupError):  # a raylet the failed start left behind
+                os.killpg(self.nodes.pop(name).process.pid, signal.SIGKILL)
+            return self._start_node(name, num_cpus, resources)
 
     def kill_node(self, name: str) -> None:
         """SIGKILL every process of the node at once, as if its machine lost power."""
@@ -134,6 +147,15 @@ class LocalCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ internals
+
+    def _start_node(self, name: str, num_cpus: int, resources: dict[str, float]) -> Node:
+        self._launch(
+            name,
+            [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"],
+            free_ports(NODE_PORTS),
+        )
+        self.nodes[name].node_id = self._wait_for_node(name)
+        return self.nodes[name]
 
     def _launch(self, name: str, arguments: list[str], ports: list[int]) -> None:
         """``ray start`` for one node; ``ports`` are its ``NODE_PORTS`` agent, runtime-env, metrics and raylet
@@ -182,7 +204,7 @@ class LocalCluster:
                 pass
             for node in self.nodes.values():
                 if node.process.poll() is not None:
-                    raise RuntimeError(f"ray start for {node.name} exited: {node.log.read_text()[-2000:]}")
+                    raise NodeExited(node.name, node.log.read_text()[-2000:])
             time.sleep(0.5)
         raise RuntimeError(f"{what} did not come up within {timeout:g} s")
 
