@@ -3,8 +3,6 @@ alone, stored with the predictors, and the protocol corrects each sample by it."
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from latency_models.calibration import PredictorReport, evaluate_predictors, training_data
@@ -14,6 +12,7 @@ from latency_models.metrics import accuracy
 from latency_models.predictors import FlopsLinearPredictor, LayerwisePredictor
 from latency_models.protocol import ProtocolConfig, Reference, measure
 from tests.latency_support import BACKEND, DEVICE, PEAKS, drifting, simulated_rows
+from tests.timing_support import busy_wait_ms
 
 SCORES = {"mape": 1.0, "rmspe": 1.0, "within_5": 1.0, "within_10": 1.0, "kendall_tau": 1.0, "n": 6.0}
 METRICS = {"random": SCORES, "out_of_range": SCORES}
@@ -97,16 +96,11 @@ def test_the_device_is_measured_at_the_exponent_its_predictors_were_fitted_with(
         assert device_exponent(sqlite_url, DEVICE, BACKEND, "decode") == exponent  # the newest fit is measured with
 
 
-def _sleep_ms(ms: float) -> None:
-    end = time.perf_counter() + ms / 1000
-    while time.perf_counter() < end:
-        pass
-
-
+@pytest.mark.timing
 def test_a_partial_exponent_takes_out_part_of_the_references_slowdown() -> None:
     # The reference always runs at 4x its 1-ms baseline; the candidate takes 1 ms.
     config = ProtocolConfig(warmup=0, min_repeats=5, max_repeats=5, ci_half_width=0.5, min_time_s=0.0, attempts=1)
-    reference = Reference(run=lambda: _sleep_ms(4.0), baseline_ms=1.0, exponent=0.5)
-    timing = measure(lambda: _sleep_ms(1.0), config, reference)
+    reference = Reference(run=lambda: busy_wait_ms(4.0), baseline_ms=1.0, exponent=0.5)
+    timing = measure(lambda: busy_wait_ms(1.0), config, reference)
     assert timing.median_ms == pytest.approx(1.0 * (1.0 / 4.0) ** 0.5, rel=0.15)
     assert Reference(run=lambda: None, baseline_ms=2.0).correction(4.0) == 0.5  # exponent 1: divide

@@ -24,41 +24,39 @@ from latency_models.protocol import (
 )
 from search.families.mobilellm_flash.family import MobileLLMFlashFamily
 from search.family import TrialContext
-
-
-def _sleep_ms(ms: float) -> None:
-    end = time.perf_counter() + ms / 1000
-    while time.perf_counter() < end:
-        pass
+from tests.timing_support import busy_wait_ms
 
 
 def test_noisy_call_is_flagged_unstable_after_every_attempt() -> None:
     durations = itertools.cycle([0.05, 2.0, 0.3, 1.2, 0.05, 3.0])
     config = ProtocolConfig(warmup=0, min_repeats=5, max_repeats=30, ci_half_width=0.01, time_cap_s=0.2, attempts=2)
-    timing = measure(lambda: _sleep_ms(next(durations)), config)
+    timing = measure(lambda: busy_wait_ms(next(durations)), config)
     assert not timing.stable
     assert timing.attempts == 2 and len(timing.history) == 2
     assert timing.ci_half_width > 0.01
 
 
+@pytest.mark.timing
 def test_steady_call_is_stable_on_the_first_attempt() -> None:
     config = ProtocolConfig(warmup=1, min_repeats=10, ci_half_width=0.5, time_cap_s=2.0, attempts=3)
-    timing = measure(lambda: _sleep_ms(1.0), config)
+    timing = measure(lambda: busy_wait_ms(1.0), config)
     assert timing.stable and timing.attempts == 1
     assert timing.p10_ms <= timing.median_ms <= timing.p90_ms and timing.median_ms >= 1.0
 
 
+@pytest.mark.timing
 def test_a_narrow_interval_ends_a_load_only_after_the_minimum_time() -> None:
     # A steady 1 ms call pins its median down within one block; min_time_s still keeps it timed for 0.2 s,
     # so that one short moment of a drifting CPU cannot decide the result. time_cap_s stays the upper bound.
     quick = ProtocolConfig(warmup=0, min_repeats=5, ci_half_width=0.5, time_cap_s=2.0, min_time_s=0.0, attempts=1)
     patient = quick.model_copy(update={"min_time_s": 0.2})
     capped = quick.model_copy(update={"min_time_s": 1.0, "time_cap_s": 0.05})
-    assert len(measure(lambda: _sleep_ms(1.0), quick).samples_ms) <= 10
-    assert len(measure(lambda: _sleep_ms(1.0), patient).samples_ms) >= 150
-    assert len(measure(lambda: _sleep_ms(1.0), capped).samples_ms) <= 60
+    assert len(measure(lambda: busy_wait_ms(1.0), quick).samples_ms) <= 10
+    assert len(measure(lambda: busy_wait_ms(1.0), patient).samples_ms) >= 150
+    assert len(measure(lambda: busy_wait_ms(1.0), capped).samples_ms) <= 60
 
 
+@pytest.mark.timing
 def test_each_load_of_a_program_is_timed_and_the_median_load_reported() -> None:
     # Three loads of one program that run at different speeds, as memory placement makes them.
     loads = iter([2.0, 3.0])
@@ -66,16 +64,17 @@ def test_each_load_of_a_program_is_timed_and_the_median_load_reported() -> None:
 
     def reload() -> Callable[[], None]:
         ms = next(loads)
-        return lambda: _sleep_ms(ms)
+        return lambda: busy_wait_ms(ms)
 
-    timing = measure(lambda: _sleep_ms(1.0), config, reload=reload)
+    timing = measure(lambda: busy_wait_ms(1.0), config, reload=reload)
     assert [round(m) for m in timing.load_medians_ms] == [1, 2, 3]
     assert round(timing.median_ms) == 2 and timing.stable
     assert [entry["load"] for entry in timing.history] == [0, 1, 2]
-    alone = measure(lambda: _sleep_ms(1.0), config)  # nothing to reload: one load
+    alone = measure(lambda: busy_wait_ms(1.0), config)  # nothing to reload: one load
     assert alone.load_medians_ms == [] and round(alone.median_ms) == 1
 
 
+@pytest.mark.timing
 def test_an_exported_graph_is_timed_on_fresh_loads_only() -> None:
     # The load made during export sits in the heap the export fragmented: it must never be timed.
     speeds = iter([2.0, 3.0, 4.0])
@@ -83,12 +82,12 @@ def test_an_exported_graph_is_timed_on_fresh_loads_only() -> None:
 
     def reload() -> Callable[[], None]:
         ms = next(speeds)
-        return lambda: _sleep_ms(ms)
+        return lambda: busy_wait_ms(ms)
 
-    prepared = PreparedGraph(run=lambda: _sleep_ms(1.0), export_s=0.0, reload=reload)
+    prepared = PreparedGraph(run=lambda: busy_wait_ms(1.0), export_s=0.0, reload=reload)
     timing = measure_prepared(prepared, config)
     assert [round(m) for m in timing.load_medians_ms] == [2, 3, 4]
-    eager = measure_prepared(PreparedGraph(run=lambda: _sleep_ms(1.0), export_s=0.0), config)
+    eager = measure_prepared(PreparedGraph(run=lambda: busy_wait_ms(1.0), export_s=0.0), config)
     assert round(eager.median_ms) == 1  # a backend that cannot reload times the load it has
 
 
@@ -218,9 +217,10 @@ class _Machine:
 
     def work(self, ms: float) -> None:
         slow = (time.perf_counter() % 1.0) < 0.8
-        _sleep_ms(ms * (1.8 if slow else 1.0))
+        busy_wait_ms(ms * (1.8 if slow else 1.0))
 
 
+@pytest.mark.timing
 def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
     machine = _Machine()
     # 600 samples span at least one period, so most of them fall in the slow part (~70%).
@@ -253,9 +253,10 @@ class _SharedCache:
     def run(self, program: str, ms: float) -> None:
         self.streak = self.streak + 1 if program == self.last else 1
         self.last = program
-        _sleep_ms(ms * (3.0 if self.streak <= 4 else 1.0))
+        busy_wait_ms(ms * (3.0 if self.streak <= 4 else 1.0))
 
 
+@pytest.mark.timing
 def test_blocks_are_timed_warm_after_the_other_program_evicted_them() -> None:
     machine = _SharedCache()
     config = ProtocolConfig(warmup=0, min_repeats=20, max_repeats=20, ci_half_width=0.5, min_time_s=0.0, attempts=1)
@@ -325,6 +326,7 @@ def test_a_decode_step_is_timed_beside_the_largest_rung_within_reach() -> None:
     assert reference_kind("prefill", graph(1024, 24, 4096, 32000)) == "prefill"
 
 
+@pytest.mark.timing
 def test_a_baseline_is_watched_over_its_span_so_a_slow_patch_does_not_become_it() -> None:
     from latency_models.backends import PreparedGraph
     from latency_models.reference import measure_baseline
@@ -332,7 +334,7 @@ def test_a_baseline_is_watched_over_its_span_so_a_slow_patch_does_not_become_it(
     started = time.perf_counter()
 
     def reference() -> None:  # a device slowed to 1/1.8 for its first 0.3 s
-        _sleep_ms(1.8 if time.perf_counter() - started < 0.3 else 1.0)
+        busy_wait_ms(1.8 if time.perf_counter() - started < 0.3 else 1.0)
 
     program = PreparedGraph(run=reference, export_s=0.0)
     config = ProtocolConfig(warmup=0, min_repeats=5, max_repeats=5, ci_half_width=0.5, min_time_s=0.0)
