@@ -2,13 +2,14 @@
 
 ``python -m benchmarks.latency_model [--quick]`` measures a calibration set (maximin design, then
 uncertainty-driven), a random held-out set and an out-of-range set (every architecture larger than
-any calibration one) of random MobileLLM-Flash candidates on ``executorch-xnnpack``, re-measures
-the held-out set at the end for the noise floor, fits every predictor per phase and prints one row per
-predictor and phase. Targets (issue 3), with at most 64 calibration architectures: within +-10% >= 95%
-and Kendall tau >= 0.9 on the random held-out split for prefill and decode; the best predictor's
-MAPE within 1.5x the noise floor. The drift correction's exponent is fitted per phase on the calibration rows
-alone (``drift_exponent``), and every latency scored, held-out and re-measured ones included, is converted to it;
-the report also says what dividing by the reference (exponent 1) would have given.
+any calibration one) of random MobileLLM-Flash candidates on ``executorch-xnnpack``, the last two at random
+moments of the calibration (``visit_schedule``), re-measures the held-out set at other moments for the noise
+floor, fits every predictor per phase and prints one row per predictor and phase. Targets (issue 3), with at
+most 64 calibration architectures: within +-10% >= 95% and Kendall tau >= 0.9 on the random held-out split for
+prefill and decode; the best predictor's MAPE within 1.5x the noise floor. The drift correction's exponent is
+fitted per phase on the calibration rows alone (``drift_exponent``), and every latency scored, held-out and
+re-measured ones included, is converted to it; the report also says what dividing by the reference (exponent 1)
+would have given.
 
 ``--save FILE`` keeps every measurement (JSON); ``--from FILE`` fits and scores the predictors on saved
 measurements without touching the device, so a change to the predictors can be compared on the same data.
@@ -78,7 +79,7 @@ class Measurements:
     held_out: list[dict[str, Any]]
     out_of_range: list[dict[str, Any]]
     # Pairs are tuples when measured and lists when read back from a --save file; both index alike.
-    noise: dict[str, list[tuple[float, float]]]  # per phase: (first, last) medians of re-measured held-out ones
+    noise: dict[str, list[tuple[float, float]]]  # per phase: (first, again) medians of re-measured held-out ones
     peaks: dict[str, float]
     costs: list[tuple[float, float]]  # per candidate: (export s, measurement s)
     drifts: list[float]  # a reference's time over its baseline, per measurement
@@ -100,7 +101,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--out-of-range", type=int, default=None)
     parser.add_argument(
-        "--noise", type=int, default=None, help="held-out architectures re-measured at the end (default: all)"
+        "--noise", type=int, default=None, help="held-out architectures re-measured later in the run (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-layers", type=int, default=8, help="deepest candidate (export time grows with depth)")
@@ -135,11 +136,55 @@ def benchmark_protocol(args: argparse.Namespace) -> ProtocolConfig:
         raise SystemExit(f"Bad protocol option {error['loc'][0]}: {error['msg'].lower()}.") from None
 
 
-def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measurements:
-    """Calibrate, measure the held-out and out-of-range sets, and re-measure for the noise floor.
+@dataclass(frozen=True)
+class Visit:
+    """One turn of a held-out or out-of-range candidate at the device: its measurement, or (``again``) its
+    re-measurement for the noise floor."""
 
-    The held-out and out-of-range sets are timed first and the held-out ones re-timed last, for the noise floor:
-    the whole calibration lies between a held-out candidate's two measurements. Graphs are exported by
+    candidate: Candidate
+    again: bool = False
+
+
+#: A re-measured candidate's two visits lie at least this share of the run apart (so re-measuring means another
+#: moment of the host, not the same one twice).
+MIN_REVISIT_GAP = 0.25
+
+
+def visit_schedule(
+    n_calibration: int, visited: list[Candidate], revisited: list[Candidate], rng: np.random.Generator
+) -> list[list[Visit]]:
+    """When each held-out and out-of-range candidate is measured: ``n_calibration + 1`` lists, the visits made
+    before each calibration step and (the last) after the calibration.
+
+    A shared host drifts by 10% and more over the half hour of a run. Timed in one block before the calibration,
+    as this benchmark once did, the held-out set saw one stretch of that drift and the predictors, fitted on rows
+    from the whole run, another: a bias of the order of the drift between the blocks. So every visit takes a random
+    moment of the run (uniform over its calibration steps), as the calibration rows do; each ``revisited``
+    candidate gets two moments at least ``MIN_REVISIT_GAP`` of the run apart, the first for its held-out row and
+    the second for the noise floor."""
+    times: list[tuple[float, Visit]] = []
+    revisited_keys = {candidate.key for candidate in revisited}
+    for candidate in visited:
+        if candidate.key in revisited_keys:
+            first, again = sorted(rng.uniform(size=2))
+            while again - first < MIN_REVISIT_GAP:
+                first, again = sorted(rng.uniform(size=2))
+            times += [(first, Visit(candidate)), (again, Visit(candidate, again=True))]
+        else:
+            times.append((float(rng.uniform()), Visit(candidate)))
+    times.sort(key=lambda pair: pair[0])
+    steps = [(i + 0.5) / n_calibration for i in range(n_calibration)] + [float("inf")]
+    slots: list[list[Visit]] = [[] for _ in steps]
+    for moment, visit in times:
+        slots[next(i for i, step in enumerate(steps) if moment < step)].append(visit)
+    return slots
+
+
+def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measurements:
+    """Calibrate, measure the held-out and out-of-range sets, and re-measure held-out ones for the noise floor.
+
+    The held-out and out-of-range measurements and the re-measurements are spread at random over the calibration
+    (``visit_schedule``), so that every set sees the same drift of the host. Graphs are exported by
     ``--export-workers`` processes, all known ones at once (the references, the held-out and out-of-range sets,
     the calibration design), then each uncertainty-chosen candidate's phases side by side; timing starts only
     when no export is running. The device's peaks are measured last, on a quiet CPU.
@@ -163,8 +208,10 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     held_idx = set(rng.choice(len(inside), n_held, replace=False).tolist())
     held = [inside[i] for i in sorted(held_idx)]
     held_keys = {c.key for c in held}
+    noise_keys = {c.key for c in held[:n_noise]}
     calibration_pool = [c for i, c in enumerate(inside) if i not in held_idx]
     oor = [outside[i] for i in rng.choice(len(outside), n_oor, replace=False)]
+    schedule = visit_schedule(n_cal, held + oor, held[:n_noise], rng)
 
     costs: list[tuple[float, float]] = []
     drifts: list[float] = []
@@ -207,9 +254,31 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         unstable = [p for p, r in results.items() if not r.row["stable"]]
         if unstable:
             raise RuntimeError(f"unstable {unstable} after {protocol.attempts} attempts")
-        if len(kept) < n_noise and candidate.key in held_keys:  # re-measured at the very end
+        if candidate.key in noise_keys:  # re-measured later (``visit_schedule``)
             kept[candidate.key] = {phase: (result, timed_beside[phase]) for phase, result in results.items()}
         return {phase: r.row for phase, r in results.items()}
+
+    held_rows: list[dict[str, Any]] = []
+    oor_rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
+    noise_timing: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {p: [] for p in PHASES}
+
+    def make_visit(visit: Visit) -> None:
+        """Measure a held-out or out-of-range candidate, or re-measure a held-out one (the program it loaded the
+        first time, beside the same reference); a failure is noted and the run goes on."""
+        candidate = visit.candidate
+        if visit.again:
+            for phase, (result, reference) in kept.pop(candidate.key, {}).items():  # nothing when the first failed
+                again = measure_prepared(result.prepared, protocol, reference)
+                noise[phase].append((result.timing.median_ms, again.median_ms))
+                noise_timing[phase].append((drift_fields(result.timing, reference), drift_fields(again, reference)))
+            return
+        label, sink = ("held-out", held_rows) if candidate.key in held_keys else ("out-of-range", oor_rows)
+        try:
+            sink.extend(measure_candidate(candidate).values())
+        except RuntimeError as exc:  # an export failure or unstable device: note it, go on
+            failures.append(f"{label} {candidate.key[0][:12]}: {type(exc).__name__}: {exc}")
 
     if exports is not None and protocol.drift_reference:
         for kind in kinds:
@@ -218,33 +287,22 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     design = calibration_design(calibration_pool, n_cal, n_initial, args.seed)
     export_ahead(held + oor + [calibration_pool[index] for index in design])
     with exports or nullcontext(), Progress(console=console, transient=True) as progress:
-        held_rows, oor_rows, failures = [], [], []
-        for label, group, sink in (("held-out", held, held_rows), ("out-of-range", oor, oor_rows)):
-            task = progress.add_task(label, total=len(group))
-            for candidate in group:
-                try:
-                    sink.extend(measure_candidate(candidate).values())
-                except RuntimeError as exc:  # an export failure or unstable device: note it, go on
-                    failures.append(f"{label} {candidate.key[0][:12]}: {type(exc).__name__}: {exc}")
+        task = progress.add_task("measuring", total=n_cal + sum(len(slot) for slot in schedule))
+        slots = iter(schedule)
+
+        def visits_then_calibration_step(candidate: Candidate) -> dict[str, dict]:
+            for visit in next(slots, []):
+                make_visit(visit)
                 progress.advance(task)
-        task = progress.add_task("calibration", total=n_cal)
-        calibration = calibrate(
-            calibration_pool,
-            measure_candidate,
-            n_cal,
-            n_initial=n_initial,
-            seed=args.seed,
-            on_step=lambda done, _total: progress.update(task, completed=done),
-        )
+            try:
+                return measure_candidate(candidate)
+            finally:
+                progress.advance(task)
+
+        calibration = calibrate(calibration_pool, visits_then_calibration_step, n_cal, n_initial, seed=args.seed)
         failures += calibration.failures
-        task = progress.add_task("noise floor", total=len(kept))
-        noise: dict[str, list[tuple[float, float]]] = {p: [] for p in PHASES}
-        noise_timing: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {p: [] for p in PHASES}
-        for results in kept.values():
-            for phase, (result, reference) in results.items():
-                again = measure_prepared(result.prepared, protocol, reference)
-                noise[phase].append((result.timing.median_ms, again.median_ms))
-                noise_timing[phase].append((drift_fields(result.timing, reference), drift_fields(again, reference)))
+        for visit in (visit for slot in slots for visit in slot):  # after the last calibration step
+            make_visit(visit)
             progress.advance(task)
         peaks = measure_peaks(protocol)  # before the workers exit: shutting them down takes the CPU for seconds
     shutil.rmtree(workroot, ignore_errors=True)  # the exported .pte files were only needed for timing

@@ -1,0 +1,26 @@
+"""The latency benchmark's measuring order: held-out visits spread over the calibration, re-visits apart."""
+
+import numpy as np
+
+from benchmarks.latency_model import MIN_REVISIT_GAP, visit_schedule
+from latency_models.calibration import candidate_pool
+from search.families.mobilellm_flash.space import default_space
+
+
+def test_every_visit_is_scheduled_once_and_each_revisit_comes_well_after_its_first():
+    candidates = candidate_pool(default_space(), 30, seed=0)
+    visited, revisited = candidates[:30], candidates[:20]
+    n_calibration = 40
+    slots = visit_schedule(n_calibration, visited, revisited, np.random.default_rng(1))
+    assert len(slots) == n_calibration + 1
+    order = [(visit.candidate.key, visit.again) for slot in slots for visit in slot]
+    assert sorted(order) == sorted([(c.key, False) for c in visited] + [(c.key, True) for c in revisited])
+    slot_of = {(visit.candidate.key, visit.again): i for i, slot in enumerate(slots) for visit in slot}
+    for candidate in revisited:
+        first, again = slot_of[(candidate.key, False)], slot_of[(candidate.key, True)]
+        assert again - first >= MIN_REVISIT_GAP * n_calibration - 1  # slots are calibration steps
+    # spread over the whole calibration, not bunched at one end: each third of it holds some first visits
+    firsts = sorted(slot_of[(c.key, False)] for c in visited)
+    assert all(
+        any(lo <= s < lo + n_calibration / 3 for s in firsts) for lo in (0, n_calibration / 3, 2 * n_calibration / 3)
+    )
