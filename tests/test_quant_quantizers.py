@@ -107,6 +107,37 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs() -> None:
     assert output_error(gptq) < 0.5 * output_error(quantize_weight(weight, 4))
 
 
+def test_act_order_rounds_fewer_errors_into_the_output_when_a_few_inputs_dominate() -> None:
+    for seed in range(8):
+        generator = _generator(10 + seed)
+        energy = torch.ones(32)
+        energy[torch.randperm(32, generator=generator)[:3]] = 12.0  # three loud input channels anywhere
+        inputs = (torch.randn(512, 12, generator=generator) @ torch.randn(12, 32, generator=generator)) * energy
+        weight = torch.randn(16, 32, generator=generator)
+        hessian = 2 * inputs.double().T @ inputs.double()
+
+        def output_error(quantized: torch.Tensor) -> float:
+            return (inputs @ (quantized - weight).T).pow(2).mean().item()  # noqa: B023
+
+        ordered = output_error(gptq_quantize(weight, hessian, 3))
+        assert ordered < 0.5 * output_error(gptq_quantize(weight, hessian, 3, act_order=False))
+
+
+def test_gptq_brings_the_quantized_model_closer_to_full_precision_than_rtn() -> None:
+    model = tiny_model()
+    calibration = torch.randint(0, 256, (16, 33), generator=_generator(5))
+    with torch.no_grad():
+        reference = model(calibration[:, :-1])
+
+    def logit_error(gptq: bool) -> float:
+        recipe = Recipe(spec=QuantSpec.parse("W3A16"), rotation="random_hadamard", gptq=gptq)
+        quantized, _ = quantize(model, recipe, calibration)
+        with torch.no_grad():
+            return (quantized(calibration[:, :-1]) - reference).pow(2).mean().item()
+
+    assert logit_error(gptq=True) < 0.7 * logit_error(gptq=False)
+
+
 def test_gptq_recipe_puts_block_weights_on_the_grid() -> None:
     model = tiny_model()
     calibration = torch.randint(0, 256, (4, 17), generator=_generator(4))
