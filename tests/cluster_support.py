@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +34,13 @@ NODE_PORTS = 6  # every node's own ports: dashboard agent (HTTP, gRPC), runtime-
 
 
 def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that nothing on any of this machine's addresses holds right now: probed on the
+    wildcard address, since some of Ray's servers bind the machine's own address rather than 127.0.0.1 (seen in
+    CI: the head's client server refused a port that was free on 127.0.0.1 only)."""
     probes = [socket.socket() for _ in range(count)]
     try:
         for probe in probes:
-            probe.bind(("127.0.0.1", 0))
+            probe.bind(("", 0))
         return [probe.getsockname()[1] for probe in probes]
     finally:
         for probe in probes:
@@ -88,40 +92,12 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.jobs_port}"
 
     def start(self, head_cpus: int = 1) -> LocalCluster:
-        # One draw for all of the head's ports: separate draws can hand the same free port out twice (seen in CI:
-        # the GCS and the dashboard agent both given one port, and ``ray start`` refused it).
-        self.gcs_port, self.jobs_port, client, *node_ports = free_ports(3 + NODE_PORTS)
-        self._launch(
-            "head",
-            [
-                "--head",
-                f"--port={self.gcs_port}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.jobs_port}",
-                f"--ray-client-server-port={client}",
-                f"--num-cpus={head_cpus}",
-                "--resources={}",
-            ],
-            node_ports,
-        )
-        self._wait(lambda: self._http_ok("/api/version"), "the Ray head's Jobs API")
-        self.nodes["head"].node_id = self._wait_for_node("head")
+        self._once_more_if_it_exits("head", lambda: self._start_head(head_cpus))
         return self
 
     def add_node(self, name: str, num_cpus: int, resources: dict[str, float]) -> Node:
-        """A worker node offering ``resources``; returns once the cluster sees it alive.
-
-        A ``ray start`` that gives up during startup is started once more, on fresh ports: Ray waits a fixed 30 s
-        for a new raylet to register with the GCS, which a loaded 2-core machine has exceeded (seen in CI)."""
-        try:
-            return self._start_node(name, num_cpus, resources)
-        except NodeExited as exited:
-            if exited.name != name:
-                raise
-            with contextlib.suppress(ProcessLookupError):  # a raylet the failed start left behind
-                os.killpg(self.nodes.pop(name).process.pid, signal.SIGKILL)
-            return self._start_node(name, num_cpus, resources)
+        """A worker node offering ``resources``; returns once the cluster sees it alive."""
+        return self._once_more_if_it_exits(name, lambda: self._start_node(name, num_cpus, resources))
 
     def kill_node(self, name: str) -> None:
         """SIGKILL every process of the node at once, as if its machine lost power."""
@@ -147,6 +123,41 @@ class LocalCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ internals
+
+    def _once_more_if_it_exits(self, name: str, start: Callable[[], Node]) -> Node:
+        """``start()`` node ``name``, and once more on fresh ports when its ``ray start`` gives up during startup:
+        Ray waits a fixed 30 s for a new raylet to register with the GCS, which a loaded 2-core machine has
+        exceeded, and a port found free can be taken by another process before Ray binds it (both seen in CI)."""
+        try:
+            return start()
+        except NodeExited as exited:
+            if exited.name != name:
+                raise
+            with contextlib.suppress(ProcessLookupError):  # a raylet the failed start left behind
+                os.killpg(self.nodes.pop(name).process.pid, signal.SIGKILL)
+            return start()
+
+    def _start_head(self, head_cpus: int) -> Node:
+        # One draw for all of the head's ports: separate draws can hand the same free port out twice (seen in CI:
+        # the GCS and the dashboard agent both given one port, and ``ray start`` refused it).
+        self.gcs_port, self.jobs_port, client, *node_ports = free_ports(3 + NODE_PORTS)
+        self._launch(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.jobs_port}",
+                f"--ray-client-server-port={client}",
+                f"--num-cpus={head_cpus}",
+                "--resources={}",
+            ],
+            node_ports,
+        )
+        self._wait(lambda: self._http_ok("/api/version"), "the Ray head's Jobs API")
+        self.nodes["head"].node_id = self._wait_for_node("head")
+        return self.nodes["head"]
 
     def _start_node(self, name: str, num_cpus: int, resources: dict[str, float]) -> Node:
         self._launch(
