@@ -9,7 +9,8 @@ most 64 calibration architectures: within +-10% >= 95% and Kendall tau >= 0.9 on
 prefill and decode; the best predictor's MAPE within 1.5x the noise floor. The drift correction's exponent is
 fitted per phase on the calibration rows alone (``drift_exponent``), and every latency scored, held-out and
 re-measured ones included, is converted to it; the report also says what dividing by the reference (exponent 1)
-would have given.
+would have given, and how the predictors score against the mean of both visits of each re-measured held-out
+candidate (``two_visit_rows``), a label with less of the host's drift in it than one visit.
 
 ``--save FILE`` keeps every measurement (JSON); ``--from FILE`` fits and scores the predictors on saved
 measurements without touching the device, so a change to the predictors can be compared on the same data.
@@ -370,6 +371,40 @@ def noise_pairs(measurements: Measurements, phase: str, exponent: float) -> np.n
     ).reshape(-1, 2)
 
 
+def two_visit_rows(measurements: Measurements, phase: str, exponent: float) -> list[dict[str, Any]]:
+    """The re-measured held-out rows of ``phase`` at the drift ``exponent``, each labelled with the geometric mean
+    of its two visits (random moments of the run at least ``MIN_REVISIT_GAP`` apart): a label with less of the
+    host's drift in it than one visit's. A row finds its pair by its own median, the pair's first value."""
+    pairs = noise_pairs(measurements, phase, exponent)
+    firsts = np.array(measurements.noise[phase], float).reshape(-1, 2)[:, 0]
+    rows = []
+    for row in measurements.held_out:
+        match = np.flatnonzero(firsts == row["median_ms"]) if row["phase"] == phase else []
+        if len(match) == 1:
+            first, again = pairs[match[0]]
+            converted = at_exponent(row, exponent)
+            rows.append({**converted, "median_ms": float(np.sqrt(first * again)), "samples_ms": None})
+    return rows
+
+
+def two_visit_verdict(
+    phase: str, train: list[dict[str, Any]], measurements: Measurements, exponent: float, oor: list[dict[str, Any]]
+) -> str | None:
+    """The random held-out split scored against ``two_visit_rows`` (None without re-measured rows)."""
+    rows = two_visit_rows(measurements, phase, exponent)
+    if len(rows) < 2:
+        return None
+    reports = evaluate_predictors(train, measurements.peaks, rows, oor or None)
+    best = min(reports, key=lambda r: r.metrics["random"]["mape"])
+    chosen = next(r for r in reports if r.selected)
+    scored = ", ".join(
+        f"{label} {one.name}: MAPE {one.metrics['random']['mape']:.2f}%, within ±10% "
+        f"{one.metrics['random']['within_10']:.0%}, tau {one.metrics['random']['kendall_tau']:.3f}"
+        for label, one in (("best", best), ("CV-chosen", chosen))
+    )
+    return f"{phase} against the mean of both visits of {len(rows)} held-out candidates: {scored}"
+
+
 def report(measurements: Measurements) -> None:
     """Fit every predictor per phase (the drift exponent first, on the calibration rows alone) and print the
     metrics table, the verdicts, what dividing by the reference would have given, and what measuring cost."""
@@ -389,6 +424,9 @@ def report(measurements: Measurements) -> None:
         verdicts.append(describe(phase, drift.as_metrics()))
         if drift.exponent != FULL and held_phase:
             verdicts.append(dividing_verdict(phase, train, measurements, held_phase, oor_phase))
+        both_visits = two_visit_verdict(phase, train, measurements, drift.exponent, oor_phase)
+        if both_visits is not None:
+            verdicts.append(both_visits)
         for one in reports:
             metrics = {**one.metrics, "noise_floor": noise}
             add_metrics_row(table, phase, one.name, one.selected, one.n_train, metrics, one.cv_mape)

@@ -24,3 +24,22 @@ def test_every_visit_is_scheduled_once_and_each_revisit_comes_well_after_its_fir
     assert all(
         any(lo <= s < lo + n_calibration / 3 for s in firsts) for lo in (0, n_calibration / 3, 2 * n_calibration / 3)
     )
+
+
+def test_a_revisited_held_out_row_is_labelled_with_the_geometric_mean_of_its_two_visits():
+    from benchmarks.latency_model import Measurements, two_visit_rows
+
+    rows = [{"phase": "decode", "median_ms": ms, "extra": {"timing": "raw"}} for ms in (1.0, 2.0, 3.0)]
+    measurements = Measurements(
+        calibration=[],
+        held_out=[*rows, {"phase": "prefill", "median_ms": 1.0, "extra": {"timing": "raw"}}],
+        out_of_range=[],
+        noise={"decode": [(2.0, 2.0), (1.0, 1.21)], "prefill": []},  # the 3.0 ms row was not re-measured
+        peaks={},
+        costs=[],
+        drifts=[],
+        reference_baselines_ms={},
+    )
+    labelled = two_visit_rows(measurements, "decode", exponent=1.0)
+    assert [round(row["median_ms"], 6) for row in labelled] == [1.1, 2.0]
+    assert two_visit_rows(measurements, "prefill", exponent=1.0) == []
