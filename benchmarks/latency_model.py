@@ -44,7 +44,7 @@ from latency_models.calibration import (
     evaluate_predictors,
 )
 from latency_models.device_profile import measure_peaks
-from latency_models.drift_exponent import FULL, at_exponent, describe
+from latency_models.drift_exponent import FULL, at_exponent, describe, rows_at_exponent
 from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
 from latency_models.metrics import elasticity, noise_floor
@@ -394,7 +394,9 @@ def two_visit_verdict(
     rows = two_visit_rows(measurements, phase, exponent)
     if len(rows) < 2:
         return None
-    reports = evaluate_predictors(train, measurements.peaks, rows, oor or None)
+    # at the exponent report() already fitted on ``train``: no second fit
+    train, oor = rows_at_exponent(train, exponent), rows_at_exponent(oor, exponent)
+    reports = evaluate_predictors(train, measurements.peaks, rows, oor or None, fit_drift=False)
     best = min(reports, key=lambda r: r.metrics["random"]["mape"])
     chosen = next(r for r in reports if r.selected)
     scored = ", ".join(

@@ -60,7 +60,7 @@ def apply_gptq(model: QuantizedModel, calibration: Tensor, batch_size: int = 8) 
     """Replace every block linear's weight by its GPTQ quantization and switch off its RTN.
 
     Blocks go in execution order on the calibration set's hidden states, kept between blocks (so each block
-    costs five passes of itself: one per input group and one to carry the states on). A shared block that
+    costs a pass of itself per input group it has and one to carry the states on). A shared block that
     runs more than once is quantized on its first run's inputs."""
     inner = model.model
     positions = calibration.shape[1]
