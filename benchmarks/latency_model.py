@@ -47,7 +47,7 @@ from latency_models.device_profile import measure_peaks
 from latency_models.drift_exponent import FULL, at_exponent, describe, rows_at_exponent
 from latency_models.export_pool import ExportPool, flash_jobs, usable_cores
 from latency_models.measure import PHASES, PhaseResult, measure_architecture
-from latency_models.metrics import elasticity, noise_floor
+from latency_models.metrics import elasticity, noise_floor, revisit_shift
 from latency_models.predictors import cache_knee, describe_cache_knee
 from latency_models.protocol import ProtocolConfig, Reference, drift_fields, measure_prepared
 from latency_models.reference import drift_reference, export_reference, reference_kind
@@ -371,6 +371,21 @@ def noise_pairs(measurements: Measurements, phase: str, exponent: float) -> np.n
     ).reshape(-1, 2)
 
 
+def describe_shift(phase: str, shift: dict[str, float]) -> str:
+    """One sentence on ``metrics.revisit_shift``: did the second visits drift away from the first as a whole?"""
+    systematic = shift["low"] > 1 or shift["high"] < 1
+    verdict = (
+        "a drift of the run that the reference did not follow, which the noise floor counts as noise"
+        if systematic
+        else "no systematic change between visits"
+    )
+    return (
+        f"{phase}: a re-measured candidate's second measurement came out {shift['ratio']:.3f}x its first (geometric "
+        f"mean over {shift['n']:.0f} pairs, 95% CI {shift['low']:.3f}-{shift['high']:.3f}; "
+        f"{shift['share_slower']:.0%} slower): {verdict}."
+    )
+
+
 def two_visit_rows(measurements: Measurements, phase: str, exponent: float) -> list[dict[str, Any]]:
     """The re-measured held-out rows of ``phase`` at the drift ``exponent``, each labelled with the geometric mean
     of its two visits (random moments of the run at least ``MIN_REVISIT_GAP`` apart): a label with less of the
@@ -442,6 +457,9 @@ def report(measurements: Measurements) -> None:
             f"tau {rnd['kendall_tau']:.3f} (≥ 0.9), MAPE {rnd['mape']:.2f}% vs noise floor {floor:.2f}% "
             f"over {len(pairs)} re-measured (ratio {rnd['mape'] / floor:.2f}, target ≤ 1.5)"
         )
+        shift = revisit_shift(pairs[:, 0], pairs[:, 1]) if len(pairs) else None
+        if shift is not None:
+            verdicts.append(describe_shift(phase, shift))
     console.print(table)
     console.print(LEGEND)
     for line in verdicts:

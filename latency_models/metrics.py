@@ -34,6 +34,25 @@ def noise_floor(first: np.ndarray, second: np.ndarray) -> dict[str, float]:
     return accuracy(np.asarray(first, float), np.asarray(second, float))
 
 
+def revisit_shift(first: np.ndarray, second: np.ndarray) -> dict[str, float] | None:
+    """Whether re-measurements came out systematically slower or faster than the first measurements: the geometric
+    mean of second / first with its 95% confidence interval (Student t on the log ratios) and the share of pairs
+    that came out slower. The noise floor mixes this shift with scatter; a shift whose interval leaves 1 is a
+    drift of the device between the visits that the correction did not follow, not noise. None under 3 pairs."""
+    ratios = np.log(np.asarray(second, float) / np.asarray(first, float))
+    if len(ratios) < 3:
+        return None
+    half = stats.t.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / np.sqrt(len(ratios))
+    mean = ratios.mean()
+    return {
+        "ratio": float(np.exp(mean)),
+        "low": float(np.exp(mean - half)),
+        "high": float(np.exp(mean + half)),
+        "share_slower": float(np.mean(ratios > 0)),
+        "n": float(len(ratios)),
+    }
+
+
 #: Below this spread of log reference time the reference barely moved, and a slope on it would fit noise.
 MIN_REFERENCE_SPREAD = 0.05
 
