@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,11 @@ def reference_kind(phase: str, arch: ArchConfig) -> str:
     return next((rung for rung in reversed(DECODE_LADDER) if rung_params(rung) <= reach), DECODE_LADDER[0])
 
 
+def reference_phase(kind: str) -> str:
+    """The phase a reference of ``kind`` runs: prefill's, or a decode step for every rung of the ladder."""
+    return "prefill" if kind == "prefill" else "decode"
+
+
 @cache
 def rung_params(kind: str) -> int:
     """Parameters of the reference program of ``kind``."""
@@ -103,10 +108,12 @@ _programs: dict[tuple[str, int, str], PreparedGraph] = {}
 def export_reference(exporter: ExportPool, kind: str) -> None:
     """Queue the export of the reference of ``kind`` in ``exporter``'s workers (ahead of its first use, which
     then only waits for it)."""
-    from latency_models.export_pool import flash_jobs
+    from latency_models.export_pool import ExportJob, export_cost
+    from latency_models.measure import phase_program
 
     arch, workload = reference_candidate(kind)
-    exporter.submit(("reference", kind), flash_jobs(arch, workload, _new_workdir(), (kind,)))
+    build = partial(phase_program, arch, workload, reference_phase(kind))
+    exporter.submit(("reference", kind), [ExportJob(build, kind, _new_workdir(), export_cost(arch))])
 
 
 def _new_workdir() -> Path:
@@ -120,18 +127,17 @@ def _program(backend: Backend, threads: int, kind: str, exporter: ExportPool | N
     the export's freed memory is released (why: ``protocol``), as candidates are timed."""
     key = (backend.name, threads, kind)
     if key not in _programs:
-        from latency_models.measure import build_model, export_phase, load_exported
-        from search.families.mobilellm_flash.model import example_inputs
+        from latency_models.measure import export_checked, load_exported, phase_program
 
         arch, workload = reference_candidate(kind)
-        model = build_model(arch)
+        graph, inputs = phase_program(arch, workload, reference_phase(kind))
         backend.set_threads(threads)  # before anything is loaded: resizing under a loaded program can deadlock
         if exporter is None:
-            prepared = export_phase(model, workload, kind, backend, _new_workdir()).prepared
+            prepared = export_checked(graph, inputs, kind, backend, _new_workdir()).prepared
         else:
             export_reference(exporter, kind)  # a no-op when it was queued ahead
             exported = exporter.take(("reference", kind), (kind,))[kind]
-            prepared = load_exported(exported, example_inputs(model, workload, kind), kind, backend).prepared
+            prepared = load_exported(exported, inputs, kind, backend).prepared
         release_freed_memory()
         _programs[key] = prepared if prepared.reload is None else replace(prepared, run=prepared.reload())
     return _programs[key]
