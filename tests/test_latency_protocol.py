@@ -326,7 +326,6 @@ def test_a_decode_step_is_timed_beside_the_largest_rung_within_reach() -> None:
     assert reference_kind("prefill", graph(1024, 24, 4096, 32000)) == "prefill"
 
 
-
 def test_every_larger_decode_rung_is_a_decode_step_that_loads_and_runs() -> None:
     """Asking for a larger rung once failed ("unknown phase 'decode-11m'"), so no step above 6.6M parameters could be
     drift-corrected: a rung's kind is its name, its graph a decode step."""
@@ -340,6 +339,7 @@ def test_every_larger_decode_rung_is_a_decode_step_that_loads_and_runs() -> None
         assert reference.program == PROGRAMS[rung] and reference.baseline_ms > 0
         logits = reference.run()[0]
         assert logits.shape[-1] == reference_candidate(rung)[0].vocab_size
+
 
 @pytest.mark.timing
 def test_a_baseline_is_watched_over_its_span_so_a_slow_patch_does_not_become_it() -> None:
