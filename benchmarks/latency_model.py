@@ -10,7 +10,8 @@ prefill and decode; the best predictor's MAPE within 1.5x the noise floor. The d
 fitted per phase on the calibration rows alone (``drift_exponent``), and every latency scored, held-out and
 re-measured ones included, is converted to it; the report also says what dividing by the reference (exponent 1)
 would have given, and how the predictors score against the mean of both visits of each re-measured held-out
-candidate (``two_visit_rows``), a label with less of the host's drift in it than one visit.
+candidate (``two_visit_rows``), a label with less of the host's drift in it than one visit, and whether the
+re-measurements drifted away from the first measurements as a whole (``metrics.revisit_shift``).
 
 ``--save FILE`` keeps every measurement (JSON); ``--from FILE`` fits and scores the predictors on saved
 measurements without touching the device, so a change to the predictors can be compared on the same data.
@@ -457,7 +458,7 @@ def report(measurements: Measurements) -> None:
             f"tau {rnd['kendall_tau']:.3f} (≥ 0.9), MAPE {rnd['mape']:.2f}% vs noise floor {floor:.2f}% "
             f"over {len(pairs)} re-measured (ratio {rnd['mape'] / floor:.2f}, target ≤ 1.5)"
         )
-        shift = revisit_shift(pairs[:, 0], pairs[:, 1]) if len(pairs) else None
+        shift = revisit_shift(pairs[:, 0], pairs[:, 1])
         if shift is not None:
             verdicts.append(describe_shift(phase, shift))
     console.print(table)
