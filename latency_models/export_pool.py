@@ -96,10 +96,15 @@ def _export(backend_name: str, threads: int, job: ExportJob) -> ExportedFile:
     return ExportedFile(prepared.artifact, prepared.export_s, exported.max_diff, exported.exported_by)
 
 
+def flash_job(arch: ArchConfig, workload: Workload, workdir: Path, phase: str, name: str | None = None) -> ExportJob:
+    """The export job of one phase graph of a MobileLLM-Flash architecture, named after its phase unless ``name``
+    says otherwise (a drift reference is named by its kind: every decode rung is a decode step)."""
+    return ExportJob(partial(phase_program, arch, workload, phase), name or phase, workdir, export_cost(arch))
+
+
 def flash_jobs(arch: ArchConfig, workload: Workload, workdir: Path, phases: Iterable[str] = PHASES) -> list[ExportJob]:
     """The export jobs of a MobileLLM-Flash candidate's phase graphs."""
-    cost = export_cost(arch)
-    return [ExportJob(partial(phase_program, arch, workload, phase), phase, workdir, cost) for phase in phases]
+    return [flash_job(arch, workload, workdir, phase) for phase in phases]
 
 
 class ExportPool:

@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,12 +108,10 @@ _programs: dict[tuple[str, int, str], PreparedGraph] = {}
 def export_reference(exporter: ExportPool, kind: str) -> None:
     """Queue the export of the reference of ``kind`` in ``exporter``'s workers (ahead of its first use, which
     then only waits for it)."""
-    from latency_models.export_pool import ExportJob, export_cost
-    from latency_models.measure import phase_program
+    from latency_models.export_pool import flash_job
 
     arch, workload = reference_candidate(kind)
-    build = partial(phase_program, arch, workload, reference_phase(kind))
-    exporter.submit(("reference", kind), [ExportJob(build, kind, _new_workdir(), export_cost(arch))])
+    exporter.submit(("reference", kind), [flash_job(arch, workload, _new_workdir(), reference_phase(kind), name=kind)])
 
 
 def _new_workdir() -> Path:
