@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from latency_models.backends import get_backend
+from latency_models.backends import Backend, get_backend
 from latency_models.calibration import (
     MIN_GP_ROWS,
     Candidate,
@@ -218,7 +218,6 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     costs: list[tuple[float, float]] = []
     drifts: list[float] = []
     kept: dict[tuple, dict[str, tuple[PhaseResult, Reference | None]]] = {}  # with the reference that timed it
-    references: dict[str, Reference | None] = {}  # by kind: prefill's and the decode rungs the candidates need
     kinds = sorted({reference_kind(phase, c.arch) for c in held + oor + calibration_pool for phase in PHASES})
     workroot = Path(tempfile.mkdtemp(prefix="hilnas-latency-bench-"))
     exports = ExportPool(backend.name, protocol.threads, args.export_workers) if args.export_workers else None
@@ -235,11 +234,6 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     def measure_candidate(candidate: Candidate) -> dict[str, dict]:
         export_ahead([candidate])
         exported = exports.take(candidate.key) if exports is not None else None
-        if not references:  # the first time the CPU is quiet: load the references and measure their baselines
-            for kind in kinds:
-                references[kind] = drift_reference(
-                    backend, "local-cpu", protocol, kind=kind, exporter=exports, baseline_span_s=0 if quick else None
-                )
         timed_beside = {phase: references[reference_kind(phase, candidate.arch)] for phase in PHASES}
         results = measure_architecture(
             candidate.arch,
@@ -289,6 +283,8 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
     design = calibration_design(calibration_pool, n_cal, n_initial, args.seed)
     export_ahead(held + oor + [calibration_pool[index] for index in design])
     with exports or nullcontext(), Progress(console=console, transient=True) as progress:
+        # Once every export queued so far is done (the CPU is quiet): load the references, measure their baselines.
+        references = load_references(kinds, backend, protocol, exports, 0 if quick else None)  # by kind
         task = progress.add_task("measuring", total=n_cal + sum(len(slot) for slot in schedule))
         slots = iter(schedule)
 
@@ -321,6 +317,29 @@ def measure_all(args: argparse.Namespace, protocol: ProtocolConfig) -> Measureme
         failures=failures,
         wall_s=time.perf_counter() - started,
     )
+
+
+def load_references(
+    kinds: list[str],
+    backend: Backend,
+    protocol: ProtocolConfig,
+    exports: ExportPool | None,
+    baseline_span_s: float | None,
+) -> dict[str, Reference | None]:
+    """The drift reference of every kind the candidates need, or one sentence and an exit when one cannot be
+    built: without it every candidate timed beside it would fail, one by one."""
+    references = {}
+    for kind in kinds:
+        try:
+            references[kind] = drift_reference(
+                backend, "local-cpu", protocol, kind=kind, exporter=exports, baseline_span_s=baseline_span_s
+            )
+        except Exception as exc:  # an export or load failure: nothing can be timed beside this reference
+            reason = f"{type(exc).__name__}: {exc}".rstrip(".")
+            raise SystemExit(
+                f"The {kind} drift reference could not be built ({reason}); nothing was measured."
+            ) from None
+    return references
 
 
 def dividing_verdict(

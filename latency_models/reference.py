@@ -219,4 +219,6 @@ def drift_reference(
             if db_url is not None
             else measure_baseline(program, protocol, baseline_span_s)
         )
-    return Reference(run=program.run, baseline_ms=_baselines[key], program=PROGRAMS[kind], exponent=exponent)
+    return Reference(
+        run=program.run, baseline_ms=_baselines[key], program=PROGRAMS[kind], exponent=exponent, reload=program.reload
+    )

@@ -1,9 +1,12 @@
-"""The latency benchmark's measuring order: held-out visits spread over the calibration, re-visits apart."""
+"""The latency benchmark's measuring order (held-out visits spread over the calibration) and its start."""
 
 import numpy as np
+import pytest
 
-from benchmarks.latency_model import MIN_REVISIT_GAP, visit_schedule
+from benchmarks.latency_model import MIN_REVISIT_GAP, load_references, visit_schedule
+from latency_models.backends import get_backend
 from latency_models.calibration import candidate_pool
+from latency_models.protocol import ProtocolConfig
 from search.families.mobilellm_flash.space import default_space
 
 
@@ -43,3 +46,12 @@ def test_a_revisited_held_out_row_is_labelled_with_the_geometric_mean_of_its_two
     labelled = two_visit_rows(measurements, "decode", exponent=1.0)
     assert [round(row["median_ms"], 6) for row in labelled] == [1.1, 2.0]
     assert two_visit_rows(measurements, "prefill", exponent=1.0) == []
+
+
+def test_a_drift_reference_that_cannot_be_built_stops_the_run_with_one_sentence():
+    # Before, the run went on and every candidate then failed on its own (KeyError on the missing reference).
+    with pytest.raises(SystemExit) as stopped:
+        load_references(["decode-3m", "prefill"], get_backend("torch-eager"), ProtocolConfig(), None, 0)
+    message = str(stopped.value)
+    assert message.startswith("The decode-3m drift reference could not be built (ValueError: no drift reference")
+    assert message.endswith("; nothing was measured.") and message.count(".") == 1 and "\n" not in message
