@@ -18,8 +18,8 @@ need not slow as much as its reference, so the ratio is raised to a fitted expon
 Where a program lands in memory moves its time too: eight ExecuTorch decode graphs, each loaded five times in
 one process, moved by 7% on average from one load to the next, against 3% between two timings of one load. So a
 program is loaded ``loads`` times, each load timed as above, and the latency is the median of the loads'
-medians (what a phone that loads the model anew each time it starts can expect), each load timed beside a fresh
-load of the reference (see ``Reference``). Exporting a candidate takes
+medians (what a phone that loads the model anew each time it starts can expect), each load timed beside fresh
+loads of the reference (see ``Reference``). Exporting a candidate takes
 about 30 s on the development machine, so five loads of at least ``min_time_s`` each add little (about 4 s).
 
 An export leaves the process heap full of freed, fragmented memory, and programs loaded into it run at a different
@@ -106,6 +106,7 @@ BLOCK = 5  # samples timed back to back between two checks (and, with a referenc
 # about six runs, the candidate after three to five. Timed at once, the reference's median grew with the size of
 # the candidate beside it, and the drift correction turned that into noise.
 BLOCK_WARMUP = 6
+FRESH_REFERENCE_LOADS = 3  # fresh loads of the reference beside each load of a candidate (see ``Reference``)
 
 
 @dataclass(frozen=True)
@@ -115,21 +116,32 @@ class Reference:
     ``drift_exponent``; 1 divides by the reference).
 
     With ``reload`` (a fresh load of the program, returning its ``run``), every load of a candidate is timed
-    beside a fresh load of the reference, made just after the candidate's. Why: a program kept loaded for the
-    whole run does not stay the program a fresh load is. In a diagnostic run the decode reference loaded once at
-    the start got 4.6% faster over 20 minutes of exports while fresh loads of it, timed beside it, stayed within
-    1% of its baseline; candidates are fresh loads, so dividing them by the long-loaded reference turned its
-    drift into theirs."""
+    beside ``FRESH_REFERENCE_LOADS`` fresh loads of the reference, made just after the candidate's and taken in
+    turn block by block. Why fresh: a program kept loaded for the whole run does not stay the program a fresh
+    load is. In a diagnostic run the decode reference loaded once at the start got 4.6% faster over 20 minutes of
+    exports while fresh loads of it, timed beside it, stayed within 1% of its baseline; candidates are fresh
+    loads, so dividing them by the long-loaded reference turned its drift into theirs (second visits of decode
+    candidates came out 1.10-1.14x their first in three full benchmark runs; 1.03x, 95% CI 0.99-1.08, with one
+    fresh load per candidate load). Why several: where a load lands in memory moves its time, and a fresh load
+    of the small decode reference brings that into every ratio: with one per candidate load, the decode loads'
+    medians of one measurement spread by 6.8% against 2.0% beside the reference loaded once."""
 
     run: Callable[[], Any]
     baseline_ms: float
     program: str | None = None  # the name in ``reference.PROGRAMS``, recorded on every row it corrected
     exponent: float = 1.0
     reload: Callable[[], Callable[[], Any]] | None = None
+    fresh_runs: tuple[Callable[[], Any], ...] = ()  # fresh loads' runs, one per block in turn; none: ``run``
 
     def fresh(self) -> Reference:
-        """This reference on a fresh load of its program (itself when it cannot reload)."""
-        return self if self.reload is None else replace(self, run=self.reload())
+        """This reference on fresh loads of its program (itself when it cannot reload)."""
+        if self.reload is None:
+            return self
+        return replace(self, fresh_runs=tuple(self.reload() for _ in range(FRESH_REFERENCE_LOADS)))
+
+    def block_run(self, block: int) -> Callable[[], Any]:
+        """The run of the load that block number ``block`` times."""
+        return self.fresh_runs[block % len(self.fresh_runs)] if self.fresh_runs else self.run
 
     def correction(self, reference_ms: float) -> float:
         """The factor a sample timed beside a reference block of ``reference_ms`` is multiplied by."""
@@ -196,7 +208,7 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
     for _ in range(config.warmup):
         run()
         if reference is not None:
-            reference.run()
+            reference.block_run(0)()
     samples: list[float] = []  # raw, or drift-corrected with a reference
     raw: list[float] = []
     references: list[float] = []  # one median per block
@@ -204,8 +216,9 @@ def time_once(run: Callable[[], Any], config: ProtocolConfig, reference: Referen
     deadline = started + config.time_cap_s
     while len(samples) < config.max_repeats:
         if reference is not None:
-            _warm(reference.run)
-            references.append(float(np.median([_timed_ms(reference.run) for _ in range(BLOCK)])))
+            reference_run = reference.block_run(len(references))
+            _warm(reference_run)
+            references.append(float(np.median([_timed_ms(reference_run) for _ in range(BLOCK)])))
             _warm(run)
         for _ in range(min(BLOCK, config.max_repeats - len(samples))):
             raw.append(_timed_ms(run))
@@ -268,7 +281,7 @@ def measure_prepared(prepared: PreparedGraph, config: ProtocolConfig, reference:
 
 
 def _measure_load(run: Callable[[], Any], config: ProtocolConfig, reference: Reference | None) -> Timing:
-    """One load timed (beside a fresh load of the reference, see ``Reference``), re-measuring an unstable result;
+    """One load timed (beside fresh loads of the reference, see ``Reference``), re-measuring an unstable result;
     the last one is returned flagged."""
     reference = reference.fresh() if reference is not None else None
     history: list[dict[str, float]] = []

@@ -14,6 +14,7 @@ import pytest
 from latency_models import cache
 from latency_models.backends import PreparedGraph
 from latency_models.protocol import (
+    FRESH_REFERENCE_LOADS,
     ProtocolConfig,
     Reference,
     machine_fingerprint,
@@ -234,24 +235,28 @@ def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
     assert corrected.raw_median_ms > 1.3 and corrected.reference_median_ms > 2.6
 
 
-def test_every_load_is_timed_beside_a_fresh_load_of_the_reference() -> None:
-    # A reference kept loaded since the start drifts (here: 2x faster than its baseline), a fresh load does not.
+def test_every_load_is_timed_beside_fresh_loads_of_the_reference_taken_in_turn() -> None:
+    # A reference kept loaded since the start drifts (here: 2x faster than its baseline), fresh loads do not.
     loads: list[str] = []
+    blocks_timed: list[int] = []
 
     def reload_reference() -> Callable[[], None]:
         loads.append("reference")
-        return lambda: busy_wait_ms(1.0)
+        number = sum(load == "reference" for load in loads)
+        return lambda: (blocks_timed.append(number), busy_wait_ms(1.0))
 
     def reload_candidate() -> Callable[[], None]:
         loads.append("candidate")
         return lambda: busy_wait_ms(1.0)
 
     config = ProtocolConfig(
-        warmup=0, min_repeats=15, max_repeats=15, ci_half_width=0.9, min_time_s=0.0, loads=3, attempts=1
+        warmup=0, min_repeats=15, max_repeats=15, ci_half_width=0.9, min_time_s=0.0, loads=2, attempts=1
     )
     reference = Reference(run=lambda: busy_wait_ms(0.5), baseline_ms=1.0, reload=reload_reference)
     timing = measure(reload_candidate(), config, reference, reload_candidate)
-    assert loads == ["candidate", "reference", "candidate", "reference", "candidate", "reference"]
+    fresh = ["reference"] * FRESH_REFERENCE_LOADS
+    assert loads == ["candidate", *fresh, "candidate", *fresh]
+    assert set(blocks_timed) == set(range(1, 2 * FRESH_REFERENCE_LOADS + 1))  # each fresh load timed blocks
     assert timing.reference_median_ms == pytest.approx(1.0, rel=0.3)  # the long-loaded one would give 0.5
     assert timing.median_ms == pytest.approx(1.0, rel=0.3)
 
