@@ -124,7 +124,9 @@ class Reference:
     candidates came out 1.10-1.14x their first in three full benchmark runs; 1.03x, 95% CI 0.99-1.08, with one
     fresh load per candidate load). Why several: where a load lands in memory moves its time, and a fresh load
     of the small decode reference brings that into every ratio: with one per candidate load, the decode loads'
-    medians of one measurement spread by 6.8% against 2.0% beside the reference loaded once."""
+    medians of one measurement spread by 6.8% against 2.0% beside the reference loaded once. With three, two full
+    runs re-measured decode steps within 5.5% and 6.3% (noise floor; 8.6% with one fresh load, 10-14% with the
+    reference loaded once)."""
 
     run: Callable[[], Any]
     baseline_ms: float

@@ -235,6 +235,7 @@ def test_drift_reference_cancels_a_slowdown_that_hits_both_programs() -> None:
     assert corrected.raw_median_ms > 1.3 and corrected.reference_median_ms > 2.6
 
 
+@pytest.mark.timing
 def test_every_load_is_timed_beside_fresh_loads_of_the_reference_taken_in_turn() -> None:
     # A reference kept loaded since the start drifts (here: 2x faster than its baseline), fresh loads do not.
     loads: list[str] = []
