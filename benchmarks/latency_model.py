@@ -334,7 +334,7 @@ def load_references(
             references[kind] = drift_reference(
                 backend, "local-cpu", protocol, kind=kind, exporter=exports, baseline_span_s=baseline_span_s
             )
-        except Exception as exc:  # an export or load failure: nothing can be timed beside this reference
+        except (RuntimeError, ValueError) as exc:  # export, load or check failed, or no such kind: nothing to time by
             reason = f"{type(exc).__name__}: {exc}".rstrip(".")
             raise SystemExit(
                 f"The {kind} drift reference could not be built ({reason}); nothing was measured."

@@ -126,7 +126,8 @@ class Reference:
     of the small decode reference brings that into every ratio: with one per candidate load, the decode loads'
     medians of one measurement spread by 6.8% against 2.0% beside the reference loaded once. With three, two full
     runs re-measured decode steps within 5.5% and 6.3% (noise floor; 8.6% with one fresh load, 10-14% with the
-    reference loaded once)."""
+    reference loaded once), though their second visits still came out 1.03x and 1.05x the first (95% CIs
+    1.00-1.06 and 1.02-1.08): less of the run's drift is left, not none."""
 
     run: Callable[[], Any]
     baseline_ms: float

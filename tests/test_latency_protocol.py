@@ -243,8 +243,13 @@ def test_every_load_is_timed_beside_fresh_loads_of_the_reference_taken_in_turn()
 
     def reload_reference() -> Callable[[], None]:
         loads.append("reference")
-        number = sum(load == "reference" for load in loads)
-        return lambda: (blocks_timed.append(number), busy_wait_ms(1.0))
+        number = loads.count("reference")
+
+        def run() -> None:
+            blocks_timed.append(number)
+            busy_wait_ms(1.0)
+
+        return run
 
     def reload_candidate() -> Callable[[], None]:
         loads.append("candidate")
