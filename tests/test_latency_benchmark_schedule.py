@@ -30,7 +30,7 @@ def test_every_visit_is_scheduled_once_and_each_revisit_comes_well_after_its_fir
 
 
 def test_a_revisited_held_out_row_is_labelled_with_the_geometric_mean_of_its_two_visits():
-    from benchmarks.latency_model import Measurements, two_visit_rows
+    from benchmarks.latency_model import Measurements, held_out_labels
 
     rows = [{"phase": "decode", "median_ms": ms, "extra": {"timing": "raw"}} for ms in (1.0, 2.0, 3.0)]
     measurements = Measurements(
@@ -43,9 +43,10 @@ def test_a_revisited_held_out_row_is_labelled_with_the_geometric_mean_of_its_two
         drifts=[],
         reference_baselines_ms={},
     )
-    labelled = two_visit_rows(measurements, "decode", exponent=1.0)
-    assert [round(row["median_ms"], 6) for row in labelled] == [1.1, 2.0]
-    assert two_visit_rows(measurements, "prefill", exponent=1.0) == []
+    labelled = held_out_labels(measurements, "decode", exponent=1.0)
+    assert [round(row["median_ms"], 6) for row in labelled] == [1.1, 2.0, 3.0]  # the last: its one visit
+    assert [row.get("visits") for row in labelled] == [2, 2, None]
+    assert [row["median_ms"] for row in held_out_labels(measurements, "prefill", exponent=1.0)] == [1.0]
 
 
 def test_a_drift_reference_that_cannot_be_built_stops_the_run_with_one_sentence():
