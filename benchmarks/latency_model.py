@@ -373,7 +373,7 @@ def drift_elasticity(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tupl
     """The ``metrics.elasticity`` of the drift-corrected noise pairs: each candidate's raw second / first time on
     its reference's, and how many pairs there were; None where it is (too few pairs, a reference that barely
     moved)."""
-    usable = [(first, again) for first, again in pairs if first.get("timing") == "drift-corrected"]
+    usable = [(first, again) for first, again in pairs if first.get("timing", "raw") != "raw"]  # either generation
     slope = elasticity(
         [again["raw_median_ms"] / first["raw_median_ms"] for first, again in usable],
         [again["reference_ms"] / first["reference_ms"] for first, again in usable],

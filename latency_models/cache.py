@@ -1,8 +1,9 @@
 """The measurement cache in ``hilnas_measurements``: nothing is measured twice under the same key.
 
 The key is (architecture hash, device, backend, phase, shape). Only stable rows timed the way the
-caller times (``extra["timing"]``: drift-corrected or raw) count as hits; an unstable row, or one
-timed the other way, is re-measured and replaced, and predictors are fitted on one kind alone.
+caller times (``extra["timing"]``: ``protocol.timing_label``, raw or drift-corrected of the current generation)
+count as hits; an unstable row, or one timed another way, is re-measured and replaced, and predictors are fitted
+on one kind alone.
 Reads may happen anywhere (a device actor checks before measuring); writes happen in one process:
 the search driver's recorder, or the standalone ``hilnas latency`` commands, which are their own
 single writer.
@@ -44,7 +45,8 @@ def row_of(measurement: Measurement) -> dict[str, Any]:
 
 
 def row_timing(row: dict[str, Any]) -> str:
-    """How a row was timed (rows stored before the label existed: drift-corrected when they carry a drift)."""
+    """How a row was timed (rows stored before the label existed: drift-corrected of the first generation, beside
+    the reference loaded once, when they carry a drift)."""
     extra = row.get("extra") or {}
     return extra.get("timing") or ("drift-corrected" if "drift" in extra else "raw")
 

@@ -9,6 +9,7 @@ import numpy as np
 from latency_models.calibration import candidate_pool
 from latency_models.features import phase_features
 from latency_models.measure import PHASES, phase_shape
+from latency_models.protocol import DRIFT_CORRECTED
 from search.families.mobilellm_flash.space import default_space
 
 DEVICE, BACKEND = "sim-cpu", "executorch-xnnpack"
@@ -68,6 +69,6 @@ def drifting(rows: list[dict[str, Any]], elasticity: float, seed: int = 0) -> li
     for row in rows:
         drift = float(rng.uniform(0.9, 1.45))
         raw = row["median_ms"] * drift**elasticity
-        extra = {"timing": "drift-corrected", "raw_median_ms": raw, "drift": drift, "drift_exponent": 1.0}
+        extra = {"timing": DRIFT_CORRECTED, "raw_median_ms": raw, "drift": drift, "drift_exponent": 1.0}
         drifted.append({**row, "median_ms": raw / drift, "extra": extra})
     return drifted

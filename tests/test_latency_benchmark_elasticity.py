@@ -4,10 +4,11 @@ import numpy as np
 
 from benchmarks.latency_model import describe_shift, drift_elasticity
 from latency_models.metrics import revisit_shift
+from latency_models.protocol import DRIFT_CORRECTED
 
 
 def timed(raw_ms: float, reference_ms: float) -> dict:
-    return {"timing": "drift-corrected", "raw_median_ms": raw_ms, "reference_ms": reference_ms}
+    return {"timing": DRIFT_CORRECTED, "raw_median_ms": raw_ms, "reference_ms": reference_ms}
 
 
 def test_the_elasticity_is_the_slope_of_raw_time_on_reference_time():

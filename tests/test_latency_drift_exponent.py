@@ -10,7 +10,7 @@ from latency_models.drift_exponent import FULL, ExponentFit, at_exponent, descri
 from latency_models.fitting import store_predictors
 from latency_models.metrics import accuracy
 from latency_models.predictors import FlopsLinearPredictor, LayerwisePredictor
-from latency_models.protocol import ProtocolConfig, Reference, measure
+from latency_models.protocol import DRIFT_CORRECTED, ProtocolConfig, Reference, measure
 from tests.latency_support import BACKEND, DEVICE, PEAKS, drifting, simulated_rows
 from tests.timing_support import busy_wait_ms
 
@@ -58,7 +58,7 @@ def test_an_elasticity_not_clearly_below_one_keeps_dividing_by_the_reference() -
 
 def test_without_drift_to_learn_from_the_exponent_stays_at_dividing() -> None:
     rows = _decode(simulated_rows(12, seed=5))
-    quiet = [{**row, "extra": {"timing": "drift-corrected", "drift": 1.01}} for row in rows]
+    quiet = [{**row, "extra": {"timing": DRIFT_CORRECTED, "drift": 1.01}} for row in rows]
     assert fit_exponent(quiet).exponent == FULL and "barely moved" in fit_exponent(quiet).reason
     assert fit_exponent(quiet[:5]).reason.startswith("5 drift-corrected rows")
     assert fit_exponent(rows).reason.startswith("0 drift-corrected rows")  # raw timing: no exponent at all

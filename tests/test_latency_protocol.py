@@ -202,6 +202,23 @@ def test_rows_timed_another_way_are_no_cache_hits_and_never_train_the_same_predi
     assert cache.save(sqlite_url, [_row(stable=True, median_ms=0.9, extra={"timing": corrected})]) == 0
 
 
+def test_rows_timed_beside_the_reference_loaded_once_are_another_kind_than_fresh_loads_rows(sqlite_url: str) -> None:
+    # Before fresh reference loads every drift-corrected row said "drift-corrected"; timed beside fresh loads the
+    # same candidate comes out 5-9% higher, so a store holding old rows must measure again, not mix the two.
+    key = ("abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8})
+    current = timing_label(ProtocolConfig())
+    assert current != "drift-corrected"
+    old = _row(stable=True, median_ms=0.8, extra={"timing": "drift-corrected", "drift": 1.2})
+    unlabelled_old = _row(stable=True, median_ms=0.8, extra={"drift": 1.2})  # stored before rows were labelled
+    assert cache.save(sqlite_url, [old]) == 1
+    assert cache.save(sqlite_url, [unlabelled_old]) == 0  # the same, first generation: already held
+    assert cache.lookup(sqlite_url, *key, current) is None
+    assert cache.load(sqlite_url, "cpu", "torch-eager", timing=current) == []
+    assert cache.save(sqlite_url, [_row(stable=True, median_ms=0.85, extra={"timing": current, "drift": 1.2})]) == 1
+    assert cache.lookup(sqlite_url, *key, current)["median_ms"] == 0.85
+    assert len(cache.load(sqlite_url, "cpu", "torch-eager", stable_only=False)) == 1  # the old row was replaced
+
+
 def test_unstable_measurement_fails_the_trial_instead_of_being_used(tmp_path: Path) -> None:
     from search.families.mobilellm_flash.family import UnstableMeasurement
 
