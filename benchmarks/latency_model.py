@@ -424,7 +424,9 @@ def held_out_labels(measurements: Measurements, phase: str, exponent: float) -> 
     pairs = noise_pairs(measurements, phase, exponent)
     firsts = np.array(measurements.noise[phase], float).reshape(-1, 2)[:, 0]
     rows = []
-    for row in (row for row in measurements.held_out if row["phase"] == phase):
+    for row in measurements.held_out:
+        if row["phase"] != phase:
+            continue
         converted = at_exponent(row, exponent)
         match = np.flatnonzero(firsts == row["median_ms"])
         if len(match) == 1:
