@@ -366,7 +366,8 @@ def dividing_verdict(
     reports = evaluate_predictors(train, measurements.peaks, held_out, out_of_range or None, fit_drift=False)
     pairs = noise_pairs(measurements, phase, FULL)
     floor = noise_floor(pairs[:, 0], pairs[:, 1])["mape"] if len(pairs) > 1 else float("nan")
-    return f"{phase} dividing by the reference instead: {scored_line(reports, False)}, noise floor {floor:.2f}%"
+    scored = scored_line(reports, with_chosen=False)
+    return f"{phase} dividing by the reference instead: {scored}, noise floor {floor:.2f}%"
 
 
 def drift_elasticity(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[float, int] | None:

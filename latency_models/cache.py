@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from db.models import Measurement
 from db.models.core import measurement_shape_key
 from db.session import session_scope
+from latency_models.protocol import KEPT_REFERENCE_LABEL
 
 ROW_FIELDS = (
     "arch_hash",
@@ -48,7 +49,7 @@ def row_timing(row: dict[str, Any]) -> str:
     """How a row was timed (rows stored before the label existed: drift-corrected of the first generation, beside
     the reference loaded once, when they carry a drift)."""
     extra = row.get("extra") or {}
-    return extra.get("timing") or ("drift-corrected" if "drift" in extra else "raw")
+    return extra.get("timing") or (KEPT_REFERENCE_LABEL if "drift" in extra else "raw")
 
 
 def store_row(session: Session, row: dict[str, Any], **links: Any) -> bool:

@@ -313,11 +313,12 @@ def combine_loads(timings: list[Timing], ci_target: float) -> Timing:
 
 
 #: The label (``extra["timing"]``) of rows timed beside fresh loads of the reference (``Reference``). Rows of the
-#: protocol before, timed beside the reference loaded once, carry "drift-corrected" and are another kind: a
+#: protocol before, timed beside the reference loaded once, carry ``KEPT_REFERENCE_LABEL`` and are another kind: a
 #: candidate timed alternately under both came out 4.8% higher beside fresh loads on a quiet host (six rounds each)
 #: and 9% higher on a busy one (four rounds), so the cache never serves one as the other and no predictor is fitted
 #: on both. PyTorch eager cannot reload, so its timing did not change, but its rows take the new label too.
 DRIFT_CORRECTED = "drift-corrected-2"
+KEPT_REFERENCE_LABEL = "drift-corrected"
 
 
 def timing_label(config: ProtocolConfig) -> str:

@@ -15,6 +15,7 @@ from latency_models import cache
 from latency_models.backends import PreparedGraph
 from latency_models.protocol import (
     FRESH_REFERENCE_LOADS,
+    KEPT_REFERENCE_LABEL,
     ProtocolConfig,
     Reference,
     machine_fingerprint,
@@ -207,8 +208,8 @@ def test_rows_timed_beside_the_reference_loaded_once_are_another_kind_than_fresh
     # same candidate comes out 5-9% higher, so a store holding old rows must measure again, not mix the two.
     key = ("abc", "cpu", "torch-eager", "decode", {"decode_kv_len": 8})
     current = timing_label(ProtocolConfig())
-    assert current != "drift-corrected"
-    old = _row(stable=True, median_ms=0.8, extra={"timing": "drift-corrected", "drift": 1.2})
+    assert current != KEPT_REFERENCE_LABEL
+    old = _row(stable=True, median_ms=0.8, extra={"timing": KEPT_REFERENCE_LABEL, "drift": 1.2})
     unlabelled_old = _row(stable=True, median_ms=0.8, extra={"drift": 1.2})  # stored before rows were labelled
     assert cache.save(sqlite_url, [old]) == 1
     assert cache.save(sqlite_url, [unlabelled_old]) == 0  # the same, first generation: already held
